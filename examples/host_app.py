@@ -1,0 +1,74 @@
+"""A FastAPI host with joblib-app mounted at /v1/joblib, on the embedded default.
+
+Run:  python examples/host_app.py        (then open http://127.0.0.1:8000/docs)
+
+Environment (all optional): JOBLIB_HOST, JOBLIB_PORT, JOBLIB_DATABASE_URL (default: SQLite
+file ./joblib.db), JOBLIB_REDIS_URL (enables Redis for multi-process deployments),
+JOBLIB_ADMIN_TOKEN, JOBLIB_USER_TOKEN.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi import FastAPI
+
+from joblib_app import (
+    Extension,
+    JoblibConfig,
+    Principal,
+    create_joblib_app,
+    static_token_authenticator,
+)
+from joblib_app.config import DEFAULT_DATABASE_URL
+
+ADMIN_TOKEN = os.environ.get("JOBLIB_ADMIN_TOKEN", "admin-token")
+USER_TOKEN = os.environ.get("JOBLIB_USER_TOKEN", "user-token")
+HOST = os.environ.get("JOBLIB_HOST", "127.0.0.1")
+PORT = int(os.environ.get("JOBLIB_PORT", "8000"))
+
+
+class Echo(Extension):
+    """An ``@internal`` job the server runs itself (through taskiq's in-memory broker)."""
+
+    category = "analysis"
+    text: str = "hello"
+
+    def run(self, vis: object, **kwargs: object) -> str:
+        logging.getLogger("host_app").info("Echo: %s", self.text)
+        return self.text
+
+
+joblib = create_joblib_app(
+    JoblibConfig(
+        authenticate=static_token_authenticator(
+            {
+                ADMIN_TOKEN: Principal("admin", is_superuser=True),
+                USER_TOKEN: Principal("user"),
+            }
+        ),
+        database_url=os.environ.get("JOBLIB_DATABASE_URL", DEFAULT_DATABASE_URL),
+        redis_url=os.environ.get("JOBLIB_REDIS_URL") or None,
+        internal_jobs=[Echo],
+    )
+)
+app = FastAPI(title="joblib-app example host", lifespan=joblib.lifespan)
+app.mount("/v1/joblib", joblib)
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    base = f"http://{HOST}:{PORT}/v1/joblib"
+    print(f"joblib-app mounted at {base}  (API docs: {base}/docs)")
+    print(f"  admin token (superuser): {ADMIN_TOKEN}")
+    print(f"  user token:              {USER_TOKEN}")
+    print(f"  e.g. curl -H 'Authorization: Bearer {USER_TOKEN}' {base}/rooms/demo/jobs")
+    uvicorn.run(app, host=HOST, port=PORT, timeout_graceful_shutdown=2)

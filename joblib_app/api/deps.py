@@ -1,0 +1,58 @@
+"""FastAPI dependencies of the routers: the app context, the caller, paging."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from starlette.requests import HTTPConnection
+
+from joblib_app.context import AppContext
+from joblib_app.principal import Principal
+from joblib_app.problems import ProblemError
+
+MAX_PAGE_SIZE = 500
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.joblib
+
+
+async def authenticate(conn: HTTPConnection, ctx: AppContext) -> Principal:
+    principal = await ctx.config.authenticate(conn)
+    if principal is None:
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "Authentication required",
+            title="Unauthorized",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+async def get_principal(
+    request: Request, ctx: Annotated[AppContext, Depends(get_context)]
+) -> Principal:
+    return await authenticate(request, ctx)
+
+
+Ctx = Annotated[AppContext, Depends(get_context)]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+Limit = Annotated[int, Query(ge=0, le=MAX_PAGE_SIZE)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def prefer_wait(request: Request) -> float | None:
+    """Seconds asked for by a ``Prefer: wait=N`` header, if any."""
+    header = request.headers.get("prefer")
+    if not header:
+        return None
+    match = _PREFER_WAIT.search(header)
+    return float(match.group(1)) if match else None
+
+
+def format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"

@@ -1,0 +1,238 @@
+"""Providers: registration, listing, cached and coalesced reads, result upload."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Header, Request, Response
+
+from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset, prefer_wait
+from joblib_app.api.guards import check_category, owned_worker_or_new
+from joblib_app.api.schemas import Page, ProviderOut, ProviderRegister
+from joblib_app.models import utcnow
+from joblib_app.names import RESERVED_ROOMS, make_full_name, parse_full_name, validate_room_id
+from joblib_app.problems import ProblemError, forbidden, provider_not_found
+from joblib_app.providers.backend import ResultBackendUnavailable
+from joblib_app.realtime.events import (
+    Outbox,
+    ProviderRequest,
+    ProviderResultReady,
+    ProvidersInvalidate,
+    providers_channel,
+    room_channel,
+)
+from joblib_app.store import providers
+from joblib_app.views import provider_out
+
+router = APIRouter(tags=["providers"])
+
+T = TypeVar("T")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+PROVIDER_RETRY_AFTER = "2"
+
+
+def provider_rooms(room_id: str) -> tuple[str, ...]:
+    """Rooms whose providers are visible from ``room_id``."""
+    return tuple(dict.fromkeys((room_id, "@global")))
+
+
+def request_hash(params: dict[str, str]) -> tuple[str, str]:
+    """The canonical JSON of read parameters and its SHA-256 hex digest."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return canonical, hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def result_key(full_name: str, digest: str) -> str:
+    return f"provider-result:{full_name}:{digest}"
+
+
+def inflight_key(full_name: str, digest: str) -> str:
+    return f"provider-inflight:{full_name}:{digest}"
+
+
+async def _backend(operation: Awaitable[T]) -> T:
+    """Run a result-backend call; an unreachable backend is ``503``."""
+    try:
+        return await operation
+    except ResultBackendUnavailable as exc:
+        raise ProblemError(
+            503,
+            "result-backend-unavailable",
+            f"The provider result backend is unavailable: {exc}",
+            headers={"Retry-After": PROVIDER_RETRY_AFTER},
+        ) from exc
+
+
+@router.put("/rooms/{room_id}/providers", status_code=201)
+async def register_provider(
+    room_id: str,
+    body: ProviderRegister,
+    response: Response,
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+) -> ProviderOut:
+    validate_room_id(room_id)
+    if room_id in RESERVED_ROOMS and not principal.is_superuser:
+        raise forbidden(f"Registering providers in {room_id} requires a superuser")
+    check_category(body.category, ctx.settings.allowed_provider_categories)
+    full_name = make_full_name(room_id, body.category, body.name)
+    now = utcnow()
+    async with ctx.db.write() as conn:
+        worker_id = await owned_worker_or_new(conn, principal, body.worker_id, now)
+        row = await providers.insert_provider(
+            conn,
+            now=now,
+            room_id=room_id,
+            category=body.category,
+            name=body.name,
+            full_name=full_name,
+            schema=body.schema_,
+            content_type=body.content_type,
+            user_id=principal.id,
+            worker_id=worker_id,
+        )
+        if row is None:
+            existing = await providers.get_provider_by_name(conn, full_name)
+            assert existing is not None  # the insert conflicted on this very name
+            if existing.user_id != principal.id:
+                raise forbidden(f"Provider '{full_name}' belongs to another user")
+            row = await providers.update_provider(
+                conn,
+                existing.id,
+                schema=body.schema_,
+                content_type=body.content_type,
+                worker_id=worker_id,
+            )
+            response.status_code = 200
+    outbox = Outbox()
+    outbox.emit(ProvidersInvalidate(), room_channel(room_id))
+    await ctx.dispatch(outbox)
+    return provider_out(row)
+
+
+@router.get("/rooms/{room_id}/providers")
+async def list_providers(
+    room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
+) -> Page[ProviderOut]:
+    validate_room_id(room_id)
+    async with ctx.db.read() as conn:
+        rows, total = await providers.list_providers(
+            conn, provider_rooms(room_id), limit=limit, offset=offset
+        )
+    return Page(items=[provider_out(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+async def _visible_provider(ctx: Ctx, room_id: str, full_name: str):  # noqa: ANN202
+    validate_room_id(room_id)
+    parsed = parse_full_name(full_name)
+    if parsed is None or parsed.room_id not in provider_rooms(room_id):
+        raise provider_not_found(full_name)
+    async with ctx.db.read() as conn:
+        row = await providers.get_provider_by_name(conn, full_name)
+    if row is None:
+        raise provider_not_found(full_name)
+    return row
+
+
+@router.get("/rooms/{room_id}/providers/{full_name}/info")
+async def provider_info(
+    room_id: str, full_name: str, ctx: Ctx, principal: CurrentPrincipal
+) -> ProviderOut:
+    return provider_out(await _visible_provider(ctx, room_id, full_name))
+
+
+@router.get(
+    "/rooms/{room_id}/providers/{full_name}",
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def read_provider(
+    room_id: str, full_name: str, request: Request, ctx: Ctx, principal: CurrentPrincipal
+) -> Response:
+    """Read through the provider: cached result at once, else one ``provider_request`` for
+    any number of identical concurrent reads, then wait (``Prefer: wait=N``) for the upload."""
+    provider = await _visible_provider(ctx, room_id, full_name)
+    settings = ctx.settings
+    backend = ctx.result_backend
+    canonical, digest = request_hash(dict(request.query_params))
+    key = result_key(full_name, digest)
+    cached = await _backend(backend.get(key))
+    if cached is None:
+        if await _backend(
+            backend.acquire_inflight(
+                inflight_key(full_name, digest), settings.provider_inflight_ttl_seconds
+            )
+        ):
+            outbox = Outbox()
+            outbox.emit(
+                ProviderRequest(request_id=digest, provider_name=full_name, params=canonical),
+                providers_channel(full_name),
+            )
+            await ctx.dispatch(outbox)
+        wait = prefer_wait(request)
+        if wait is None:
+            wait = settings.provider_long_poll_default_seconds
+        wait = min(wait, settings.provider_long_poll_max_seconds)
+        cached = await _backend(backend.wait_for_key(key, wait))
+    if cached is None:
+        raise ProblemError(
+            504,
+            "provider-timeout",
+            f"Provider '{full_name}' did not answer within {wait:g} s",
+            headers={"Retry-After": PROVIDER_RETRY_AFTER},
+        )
+    return Response(content=cached, media_type=provider.content_type)
+
+
+async def _owned_provider(ctx: Ctx, principal: CurrentPrincipal, provider_id: str):  # noqa: ANN202
+    async with ctx.db.read() as conn:
+        row = await providers.get_provider(conn, provider_id)
+    if row is None:
+        raise provider_not_found(provider_id)
+    if row.user_id != principal.id and not principal.is_superuser:
+        raise forbidden("Only the provider's owner or a superuser may do this")
+    return row
+
+
+@router.post("/providers/{provider_id}/results", status_code=204)
+async def upload_result(
+    provider_id: str,
+    request: Request,
+    ctx: Ctx,
+    principal: CurrentPrincipal,
+    x_request_hash: Annotated[str, Header()],
+) -> Response:
+    """Store a read's result byte for byte, release its in-flight lock, wake the readers."""
+    if not _HASH.match(x_request_hash):
+        raise ProblemError(
+            422, "validation-error", "X-Request-Hash must be a SHA-256 hex digest"
+        )
+    provider = await _owned_provider(ctx, principal, provider_id)
+    data = await request.body()
+    backend = ctx.result_backend
+    key = result_key(provider.full_name, x_request_hash)
+    await _backend(backend.store(key, data, ctx.settings.provider_result_ttl_seconds))
+    await _backend(backend.release_inflight(inflight_key(provider.full_name, x_request_hash)))
+    await _backend(backend.notify_key(key))
+    outbox = Outbox()
+    outbox.emit(
+        ProviderResultReady(provider_name=provider.full_name, request_hash=x_request_hash),
+        room_channel(provider.room_id),
+    )
+    await ctx.dispatch(outbox)
+    return Response(status_code=204)
+
+
+@router.delete("/providers/{provider_id}", status_code=204)
+async def delete_provider(provider_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+    await _owned_provider(ctx, principal, provider_id)
+    async with ctx.db.write() as conn:
+        removed = await providers.delete_provider(conn, provider_id)
+    if removed is not None:
+        outbox = Outbox()
+        outbox.emit(ProvidersInvalidate(), room_channel(removed.room_id))
+        await ctx.dispatch(outbox)
+    return Response(status_code=204)

@@ -1,0 +1,57 @@
+"""``/workers``: create, list, heartbeat, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset
+from joblib_app.api.schemas import Page, WorkerOut, WorkerSummary
+from joblib_app.cleanup import cleanup_workers
+from joblib_app.models import utcnow
+from joblib_app.problems import forbidden, worker_not_found
+from joblib_app.store import workers
+
+router = APIRouter(tags=["workers"])
+
+
+@router.post("/workers", status_code=201)
+async def create_worker(ctx: Ctx, principal: CurrentPrincipal) -> WorkerOut:
+    async with ctx.db.write() as conn:
+        row = await workers.create_worker(conn, principal.id, utcnow())
+    return WorkerOut(id=row.id, last_heartbeat=row.last_heartbeat)
+
+
+@router.get("/workers")
+async def list_workers(
+    ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
+) -> Page[WorkerSummary]:
+    async with ctx.db.read() as conn:
+        rows, total = await workers.list_workers(conn, limit=limit, offset=offset)
+    items = [WorkerSummary(id=r.id, last_heartbeat=r.last_heartbeat, job_count=r.job_count) for r in rows]
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.patch("/workers/{worker_id}")
+async def heartbeat(worker_id: str, ctx: Ctx, principal: CurrentPrincipal) -> WorkerOut:
+    async with ctx.db.write() as conn:
+        row = await workers.get_worker(conn, worker_id)
+        if row is None:
+            raise worker_not_found(worker_id)
+        if row.user_id != principal.id:
+            raise forbidden("Only the worker's owner may send its heartbeat")
+        row = await workers.touch_worker(conn, worker_id, utcnow())
+    if row is None:
+        raise worker_not_found(worker_id)
+    return WorkerOut(id=row.id, last_heartbeat=row.last_heartbeat)
+
+
+@router.delete("/workers/{worker_id}", status_code=204)
+async def delete_worker(worker_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+    async with ctx.db.read() as conn:
+        row = await workers.get_worker(conn, worker_id)
+    if row is None:
+        raise worker_not_found(worker_id)
+    if row.user_id != principal.id and not principal.is_superuser:
+        raise forbidden("Only the worker's owner or a superuser may delete it")
+    await cleanup_workers(ctx, [worker_id], reason=f"deleted by {principal.id}")
+    return Response(status_code=204)

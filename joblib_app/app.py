@@ -1,0 +1,207 @@
+"""``create_joblib_app``: the one ASGI app a host mounts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import socketio
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+from taskiq import AsyncBroker, InMemoryBroker
+
+from joblib_app.api import jobs as jobs_api
+from joblib_app.api import providers as providers_api
+from joblib_app.api import tasks as tasks_api
+from joblib_app.api import workers as workers_api
+from joblib_app.body_limit import BodySizeLimit
+from joblib_app.config import JoblibConfig
+from joblib_app.context import AppContext
+from joblib_app.internal.dispatch import ensure_internal_jobs
+from joblib_app.internal.executor import database_executor
+from joblib_app.internal.registry import InternalRegistry, register_internal_tasks
+from joblib_app.problems import install_problem_handlers
+from joblib_app.providers.backend import ResultBackend
+from joblib_app.providers.memory import InMemoryResultBackend
+from joblib_app.providers.redis_backend import RedisResultBackend
+from joblib_app.realtime.notifier import InProcessNotifier, Notifier, RedisNotifier
+from joblib_app.realtime.socketio_server import create_socketio_server, install_handlers
+from joblib_app.store.database import Database
+from joblib_app.sweeper import run_sweeper
+
+logger = logging.getLogger(__name__)
+
+
+class JoblibApp:
+    """The mountable job system: REST API, ``/socket.io``, sweeper and internal jobs.
+
+    Mount it (``host.mount("/v1/joblib", joblib)``) and either pass ``joblib.lifespan`` to
+    the host (``FastAPI(lifespan=joblib.lifespan)``, or nest it in the host's own) or let
+    it start itself on the first request.
+
+    Attributes:
+        api: the inner FastAPI app (routes, exception handlers, OpenAPI).
+        sio: the python-socketio ``AsyncServer``, for hosts adding their own handlers.
+        context: the running state (database, notifier, result backend, broker registry).
+    """
+
+    def __init__(self, config: JoblibConfig) -> None:
+        self.config = config
+        settings = config.settings
+        prefix = config.redis_key_prefix
+        self.db = Database(url=config.database_url, engine=config.engine)
+        notifier: Notifier = (
+            RedisNotifier(config.redis_url, channel_prefix=f"{prefix}notify:")
+            if config.redis_url
+            else InProcessNotifier()
+        )
+        result_backend: ResultBackend
+        if config.result_backend is not None:
+            result_backend = config.result_backend
+        elif config.redis_url:
+            result_backend = RedisResultBackend(
+                config.redis_url,
+                key_prefix=prefix,
+                operation_timeout=settings.redis_operation_timeout_seconds,
+                channel_prefix=f"{prefix}provider-key:",
+            )
+        else:
+            result_backend = InMemoryResultBackend()
+        self.sio = create_socketio_server(
+            redis_url=config.redis_url,
+            channel=f"{prefix}socketio",
+            cors_allowed_origins=config.socketio_cors_allowed_origins,
+        )
+        self.broker: AsyncBroker = config.broker or InMemoryBroker()
+        self.context = AppContext(
+            config=config,
+            settings=settings,
+            db=self.db,
+            notifier=notifier,
+            sio=self.sio,
+            result_backend=result_backend,
+        )
+        self.context.internal = self._register_internal_jobs()
+        install_handlers(self.sio, lambda: self.context)
+
+        self.api = FastAPI(title="joblib-app", version="0.1.0")
+        self.api.state.joblib = self.context
+        install_problem_handlers(self.api)
+        for module in (workers_api, jobs_api, tasks_api, providers_api):
+            self.api.include_router(module.router)
+        # Mounted inside the sub-app, engine.io answers at <mount>/socket.io/ whatever the
+        # host's mount path and root path are.
+        self.api.mount("/socket.io", socketio.ASGIApp(self.sio, socketio_path=None))
+        self._asgi = BodySizeLimit(self.api, self._body_limit)
+
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._sweeper_stop: asyncio.Event | None = None
+        self._sweeper_task: asyncio.Task[None] | None = None
+
+    def _register_internal_jobs(self) -> InternalRegistry | None:
+        if not self.config.internal_jobs:
+            return None
+        executor = self.config.executor or database_executor(self.context)
+        return register_internal_tasks(self.broker, self.config.internal_jobs, executor)
+
+    def _body_limit(self, scope: Scope) -> int:
+        settings = self.context.settings
+        if scope["path"].endswith("/results"):
+            return settings.max_provider_result_bytes
+        return settings.max_request_body_bytes
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def startup(self) -> None:
+        """Create tables, connect Redis, start the broker and the sweeper. Idempotent."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            ctx = self.context
+            await self.db.create_tables()
+            await ctx.notifier.start()
+            start_backend = getattr(ctx.result_backend, "start", None)
+            if start_backend is not None:
+                await start_backend()
+            if ctx.internal is not None:
+                await self.broker.startup()
+                await ensure_internal_jobs(ctx, ctx.internal)
+            self._sweeper_stop = asyncio.Event()
+            self._sweeper_task = asyncio.create_task(
+                run_sweeper(ctx, self._sweeper_stop), name="joblib-sweeper"
+            )
+            self._started = True
+            logger.info("joblib-app started (database: %s)", self.db.dialect)
+
+    async def shutdown(self) -> None:
+        """Stop the sweeper and the broker, close connections. Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        ctx = self.context
+        if self._sweeper_stop is not None and self._sweeper_task is not None:
+            self._sweeper_stop.set()
+            await self._sweeper_task
+        if ctx.internal is not None:
+            await self.broker.shutdown()
+        close_backend = getattr(ctx.result_backend, "close", None)
+        if close_backend is not None:
+            await close_backend()
+        await ctx.notifier.stop()
+        await self.db.dispose()
+        logger.info("joblib-app stopped")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """Pass as ``FastAPI(lifespan=joblib.lifespan)`` or enter it in the host's own."""
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    async def _start_on_first_use(self) -> None:
+        logger.info(
+            "joblib-app is starting on its first request because the host did not run its "
+            "lifespan; pass lifespan=joblib.lifespan to the host app to start at boot and "
+            "stop cleanly on shutdown"
+        )
+        await self.startup()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._serve_lifespan(receive, send)
+            return
+        if not self._started:
+            await self._start_on_first_use()
+        await self._asgi(scope, receive, send)
+
+    async def _serve_lifespan(self, receive: Receive, send: Send) -> None:
+        """Run as a top-level ASGI app (not mounted): honour the server's lifespan."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("joblib-app failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_joblib_app(config: JoblibConfig) -> JoblibApp:
+    """Build the job system described by ``config``, ready to mount."""
+    return JoblibApp(config)

@@ -1,0 +1,48 @@
+"""Refuse request bodies over a size limit with ``413``, before the app reads them whole."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from joblib_app.problems import problem_response
+
+
+class BodySizeLimit:
+    """ASGI middleware: ``limit_for(scope)`` bytes at most per HTTP request body."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                response = problem_response(
+                    413,
+                    "content-too-large",
+                    "Content too large",
+                    f"The request body is larger than {limit} bytes",
+                    instance=scope.get("path"),
+                )
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Raised inside the app's body read, so its handlers answer problem+json.
+                    raise HTTPException(413, f"The request body is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,72 @@
+"""The worker cleanup routine: one path for DELETE /workers, dropped sockets and the sweeper."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from datetime import datetime
+
+from joblib_app.context import AppContext
+from joblib_app.models import utcnow
+from joblib_app.realtime.events import (
+    JobsInvalidate,
+    Outbox,
+    ProvidersInvalidate,
+    room_channel,
+)
+from joblib_app.store import jobs, providers, tasks, workers
+from joblib_app.views import record_task_change
+
+logger = logging.getLogger(__name__)
+
+WORKER_GONE_ERROR = "Worker disconnected"
+
+
+async def cleanup_workers(
+    ctx: AppContext, worker_ids: Collection[str], *, reason: str
+) -> list[str]:
+    """Remove workers and everything that depended on them, in one transaction.
+
+    Fails their claimed and running tasks, deletes their providers, job links and the
+    worker rows, soft-deletes jobs left with no worker and no pending task (never
+    ``@internal`` ones), then emits the events and calls ``on_rooms_cleaned`` with the rooms
+    whose providers were removed. Returns the ids of the workers that existed.
+    """
+    ids = list(dict.fromkeys(worker_ids))
+    if not ids:
+        return []
+    outbox = Outbox()
+    now: datetime = utcnow()
+    async with ctx.db.write() as conn:
+        await ctx.db.serialize_across_processes(conn, "joblib_app.cleanup_workers")
+        served = await jobs.jobs_of_workers(conn, ids)
+        failed = await tasks.fail_active_tasks(
+            conn, tasks.active_tasks_of_workers(ids), WORKER_GONE_ERROR, now
+        )
+        removed_providers = await providers.delete_providers_of_workers(conn, ids)
+        deleted = await workers.delete_workers(conn, ids)
+        orphaned = await jobs.soft_delete_orphans(conn, [job.id for job in served])
+    for row in failed:
+        record_task_change(outbox, row, {})
+    for room_id in sorted({job.room_id for job in served}):
+        outbox.emit(JobsInvalidate(), room_channel(room_id))
+    provider_rooms = sorted({row.room_id for row in removed_providers})
+    for room_id in provider_rooms:
+        outbox.emit(ProvidersInvalidate(), room_channel(room_id))
+    await ctx.dispatch(outbox)
+    if deleted:
+        logger.info(
+            "Cleaned up %d worker(s) (%s): %d task(s) failed, %d provider(s) removed, "
+            "%d job(s) soft-deleted",
+            len(deleted),
+            reason,
+            len(failed),
+            len(removed_providers),
+            len(orphaned),
+        )
+    if provider_rooms and ctx.config.on_rooms_cleaned is not None:
+        try:
+            await ctx.config.on_rooms_cleaned(provider_rooms)
+        except Exception:
+            logger.exception("on_rooms_cleaned hook failed for rooms %s", provider_rooms)
+    return deleted

@@ -1,0 +1,33 @@
+"""The synchronous worker SDK: register jobs and providers, claim and run tasks.
+
+```python
+from joblib_app.client import Category, Extension, JobManager
+
+class Rotate(Extension):
+    category = Category.MODIFIER
+    angle: float = 0.0
+
+    def run(self, vis, **kwargs):
+        ...
+
+with JobManager("http://localhost:8000/v1/joblib", token="...", execute=lambda t: t.run()) as m:
+    m.register(Rotate)
+    m.wait()
+```
+"""
+
+from joblib_app.client.errors import ApiError, JoblibClientError, ServerUnreachable
+from joblib_app.client.manager import JobManager
+from joblib_app.client.models import ClaimedTask
+from joblib_app.extension import Category, Extension, Provider
+
+__all__ = [
+    "ApiError",
+    "Category",
+    "ClaimedTask",
+    "Extension",
+    "JobManager",
+    "JoblibClientError",
+    "Provider",
+    "ServerUnreachable",
+]

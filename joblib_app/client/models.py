@@ -1,0 +1,72 @@
+"""Plain records the worker SDK hands out or keeps: claimed tasks and registrations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from joblib_app.extension import Extension, Provider, category_of
+
+E = TypeVar("E", bound=Extension)
+
+GLOBAL_ROOM = "@global"
+
+
+def full_name(room_id: str, category: str, name: str) -> str:
+    """A job's or provider's full name, ``{room_id}:{category}:{name}``."""
+    return f"{room_id}:{category}:{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask(Generic[E]):
+    """A task this worker has claimed, with its parameters parsed into the extension.
+
+    ``run_kwargs`` are the keyword arguments given to ``register(..., run_kwargs=...)`` for
+    the task's job; pass them on to ``extension.run``.
+    """
+
+    task_id: str
+    job_name: str
+    room_id: str
+    extension: E
+    run_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, vis: Any = None, **extra: Any) -> Any:
+        """Run the extension with the registered ``run_kwargs`` (overridden by ``extra``)."""
+        return self.extension.run(vis, **{**self.run_kwargs, **extra})
+
+
+@dataclass(slots=True)
+class JobRegistration:
+    """A job this manager serves: what to re-register after losing the server."""
+
+    cls: type[Extension]
+    room_id: str
+    run_kwargs: dict[str, Any]
+
+    @property
+    def category(self) -> str:
+        return category_of(self.cls)
+
+    @property
+    def full_name(self) -> str:
+        return full_name(self.room_id, self.category, self.cls.__name__)
+
+
+@dataclass(slots=True)
+class ProviderRegistration:
+    """A provider this manager serves; ``provider_id`` changes when it is re-registered."""
+
+    cls: type[Provider]
+    name: str
+    handler: Any
+    room_id: str
+    provider_id: str
+
+    @property
+    def category(self) -> str:
+        return category_of(self.cls)
+
+    @property
+    def full_name(self) -> str:
+        return full_name(self.room_id, self.category, self.name)

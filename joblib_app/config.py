@@ -1,0 +1,73 @@
+"""What a host passes to :func:`joblib_app.create_joblib_app`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+
+from joblib_app.principal import Principal
+from joblib_app.settings import JobLibSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from taskiq import AsyncBroker
+
+    from joblib_app.extension import Extension
+    from joblib_app.providers.backend import ResultBackend
+
+Authenticate = Callable[[HTTPConnection], Awaitable[Principal | None]]
+WritableRoomGuard = Callable[[Principal, str], Awaitable[None]]
+ReadableRoomGuard = Callable[[Principal, str], Awaitable[bool]]
+RoomsCleanedHook = Callable[[list[str]], Awaitable[None]]
+InternalExecutor = Callable[[type["Extension"], dict[str, Any], str, str], Awaitable[None]]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./joblib.db"
+
+
+@dataclass
+class JoblibConfig:
+    """Configuration of one joblib sub-app.
+
+    Everything the host customises is a plain callable or object here.
+
+    Attributes:
+        authenticate: async ``(HTTPConnection) -> Principal | None``; ``None`` answers 401.
+            Serves HTTP requests and Socket.IO connections alike.
+        database_url: SQLAlchemy async URL (``sqlite+aiosqlite://`` or
+            ``postgresql+asyncpg://``). Ignored when ``engine`` is given.
+        engine: an async engine the host already owns (the app will not dispose it).
+        writable_room: async guard ``(principal, room_id)`` run before registering a job or
+            submitting a task; raise (``ProblemError`` or ``HTTPException``) to refuse.
+        can_read_room: async ``(principal, room_id) -> bool`` deciding whether a Socket.IO
+            client may follow ``room:{room_id}``; default: any authenticated principal.
+        on_rooms_cleaned: async hook given the room ids whose providers a worker cleanup
+            removed.
+        redis_key_prefix: prefix of every Redis key and channel the app uses.
+        redis_url: enables Redis for cross-process notification, Socket.IO fan-out and
+            (unless ``result_backend`` is given) the provider result backend.
+        result_backend: any object satisfying :class:`~joblib_app.providers.backend.ResultBackend`.
+        broker: taskiq broker for ``@internal`` jobs (default: ``InMemoryBroker``).
+        internal_jobs: ``Extension`` subclasses that run server-side.
+        executor: async ``(extension_cls, payload, room_id, task_id)`` that runs one internal
+            task; default: :func:`joblib_app.internal.executor.default_executor` behaviour.
+        settings: tunables; default reads the environment and ``pyproject.toml``.
+        socketio_cors_allowed_origins: passed to python-socketio.
+    """
+
+    authenticate: Authenticate
+    database_url: str = DEFAULT_DATABASE_URL
+    engine: AsyncEngine | None = None
+    writable_room: WritableRoomGuard | None = None
+    can_read_room: ReadableRoomGuard | None = None
+    on_rooms_cleaned: RoomsCleanedHook | None = None
+    redis_url: str | None = None
+    redis_key_prefix: str = "joblib:"
+    result_backend: ResultBackend | None = None
+    broker: AsyncBroker | None = None
+    internal_jobs: Sequence[type[Extension]] = field(default_factory=list)
+    executor: InternalExecutor | None = None
+    settings: JobLibSettings = field(default_factory=JobLibSettings)
+    socketio_cors_allowed_origins: str | list[str] = "*"

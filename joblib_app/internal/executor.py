@@ -1,0 +1,95 @@
+"""Ready executors for ``@internal`` tasks.
+
+An executor is an async ``(extension_cls, payload, room_id, task_id)``. Both here do what
+most hosts want: build the extension from the payload, mark the task running, call
+``run()`` in a thread, then mark it completed, or failed with the error text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from joblib_app.config import InternalExecutor
+from joblib_app.context import AppContext
+from joblib_app.extension import Extension
+from joblib_app.models import TaskStatus
+from joblib_app.task_changes import set_task_status
+
+logger = logging.getLogger(__name__)
+
+StatusReporter = Callable[[str, TaskStatus, str | None], Awaitable[None]]
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def run_and_report(
+    extension_cls: type[Extension],
+    payload: dict[str, Any],
+    task_id: str,
+    report: StatusReporter,
+) -> None:
+    """Running → ``run()`` → completed, or failed with the error text."""
+    await report(task_id, TaskStatus.RUNNING, None)
+    try:
+        extension = extension_cls.model_validate(payload)
+        await asyncio.to_thread(extension.run, None)
+    except Exception as exc:
+        logger.warning("Internal task %s (%s) failed: %s", task_id, extension_cls.__name__, exc)
+        await report(task_id, TaskStatus.FAILED, _error_text(exc))
+        return
+    await report(task_id, TaskStatus.COMPLETED, None)
+
+
+def database_executor(ctx: AppContext) -> InternalExecutor:
+    """An executor for tasks run inside the server process: it writes to the database."""
+
+    async def report(task_id: str, status: TaskStatus, error: str | None) -> None:
+        await set_task_status(ctx, task_id, status, error=error)
+
+    async def execute(
+        extension_cls: type[Extension], payload: dict[str, Any], room_id: str, task_id: str
+    ) -> None:
+        await run_and_report(extension_cls, payload, task_id, report)
+
+    return execute
+
+
+def rest_executor(
+    base_url: str,
+    *,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> InternalExecutor:
+    """An executor for standalone ``taskiq worker`` processes: it reports over REST.
+
+    ``base_url`` is where the sub-app is mounted (``http://host/v1/joblib``); the
+    credential must be a superuser's, since no worker owns internal tasks.
+    """
+    all_headers = dict(headers or {})
+    if token is not None:
+        all_headers["Authorization"] = f"Bearer {token}"
+    root = base_url.rstrip("/")
+
+    async def execute(
+        extension_cls: type[Extension], payload: dict[str, Any], room_id: str, task_id: str
+    ) -> None:
+        async with httpx.AsyncClient(headers=all_headers, timeout=timeout) as client:
+
+            async def report(task_id: str, status: TaskStatus, error: str | None) -> None:
+                body: dict[str, Any] = {"status": status.value}
+                if error is not None:
+                    body["error"] = error
+                response = await client.patch(f"{root}/tasks/{task_id}", json=body)
+                response.raise_for_status()
+
+            await run_and_report(extension_cls, payload, task_id, report)
+
+    return execute

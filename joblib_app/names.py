@@ -1,0 +1,54 @@
+"""Room ids and full names: the naming rules of jobs and providers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from joblib_app.problems import ProblemError
+
+GLOBAL_ROOM = "@global"
+INTERNAL_ROOM = "@internal"
+RESERVED_ROOMS = frozenset({GLOBAL_ROOM, INTERNAL_ROOM})
+
+
+def validate_room_id(room_id: str) -> str:
+    """Return ``room_id`` if valid, else raise ``400 invalid-room-id``."""
+    if room_id in RESERVED_ROOMS:
+        return room_id
+    if not room_id or "@" in room_id or ":" in room_id:
+        raise ProblemError(
+            400,
+            "invalid-room-id",
+            f"Room id '{room_id}' is invalid: it must be non-empty and contain neither '@' "
+            "nor ':' (only @global and @internal are reserved)",
+        )
+    return room_id
+
+
+def visible_rooms(room_id: str) -> tuple[str, ...]:
+    """Rooms whose jobs are visible from ``room_id``."""
+    return tuple(dict.fromkeys((room_id, GLOBAL_ROOM, INTERNAL_ROOM)))
+
+
+@dataclass(frozen=True, slots=True)
+class FullName:
+    """``{room_id}:{category}:{name}``."""
+
+    room_id: str
+    category: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.room_id}:{self.category}:{self.name}"
+
+
+def make_full_name(room_id: str, category: str, name: str) -> str:
+    return f"{room_id}:{category}:{name}"
+
+
+def parse_full_name(full_name: str) -> FullName | None:
+    """Split a full name; ``None`` when it is malformed."""
+    parts = full_name.split(":", 2)
+    if len(parts) != 3 or not all(parts):
+        return None
+    return FullName(*parts)

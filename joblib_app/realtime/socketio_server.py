@@ -1,0 +1,173 @@
+"""The Socket.IO server of the sub-app: authentication, room joins, cleanup on disconnect."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+from starlette.requests import HTTPConnection
+
+from joblib_app.cleanup import cleanup_workers
+from joblib_app.context import AppContext
+from joblib_app.names import validate_room_id
+from joblib_app.principal import Principal
+from joblib_app.problems import ProblemError
+from joblib_app.realtime.events import jobs_channel, providers_channel, room_channel
+from joblib_app.store import jobs, providers, workers
+
+logger = logging.getLogger(__name__)
+
+Answer = dict[str, Any]
+_OK: Answer = {"status": "ok"}
+
+
+def _error(detail: str) -> Answer:
+    return {"status": "error", "detail": detail}
+
+
+def create_socketio_server(
+    *, redis_url: str | None, channel: str, cors_allowed_origins: str | list[str]
+) -> socketio.AsyncServer:
+    """A python-socketio server; with ``redis_url`` its emits reach every server process."""
+    manager = (
+        socketio.AsyncRedisManager(redis_url, channel=channel) if redis_url is not None else None
+    )
+    return socketio.AsyncServer(
+        async_mode="asgi",
+        client_manager=manager,
+        cors_allowed_origins=cors_allowed_origins,
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+def _connection_for(environ: dict[str, Any], auth: Any) -> HTTPConnection:
+    """An ``HTTPConnection`` over the handshake, with an ``auth`` token as a bearer header."""
+    scope = dict(environ.get("asgi.scope") or {})
+    scope.setdefault("type", "http")
+    headers = list(scope.get("headers") or [])
+    token = auth.get("token") if isinstance(auth, dict) else None
+    has_authorization = any(name.lower() == b"authorization" for name, _ in headers)
+    if token and not has_authorization:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope["headers"] = headers
+    return HTTPConnection(scope)
+
+
+def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext]) -> None:
+    """Wire connect/disconnect and the room events onto ``sio``."""
+
+    async def principal_of(sid: str) -> Principal | None:
+        session = await sio.get_session(sid)
+        return session.get("principal")
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        principal = await get_ctx().config.authenticate(_connection_for(environ, auth))
+        if principal is None:
+            raise socketio.exceptions.ConnectionRefusedError("Authentication required")
+        await sio.save_session(sid, {"principal": principal, "workers": set()})
+
+    @sio.event
+    async def disconnect(sid: str, *args: Any) -> None:
+        session = await sio.get_session(sid)
+        worker_ids: set[str] = session.get("workers") or set()
+        if worker_ids:
+            await cleanup_workers(get_ctx(), worker_ids, reason="Socket.IO connection closed")
+
+    async def owned_worker(sid: str, data: Any) -> tuple[Principal, str] | Answer:
+        principal = await principal_of(sid)
+        if principal is None:
+            return _error("Not authenticated")
+        worker_id = data.get("worker_id") if isinstance(data, dict) else None
+        if not isinstance(worker_id, str):
+            return _error("worker_id is required")
+        async with get_ctx().db.read() as conn:
+            worker = await workers.get_worker(conn, worker_id)
+        if worker is None or worker.user_id != principal.id:
+            return _error(f"Worker '{worker_id}' not found")
+        return principal, worker_id
+
+    async def remember(sid: str, worker_id: str) -> None:
+        async with sio.session(sid) as session:
+            session["workers"].add(worker_id)
+
+    @sio.on("join_job_room")
+    async def join_job_room(sid: str, data: Any) -> Answer:
+        checked = await owned_worker(sid, data)
+        if isinstance(checked, dict):
+            return checked
+        _, worker_id = checked
+        job_name = data.get("job_name")
+        if not isinstance(job_name, str):
+            return _error("job_name is required")
+        async with get_ctx().db.read() as conn:
+            served = await jobs.job_names_of_worker(conn, worker_id)
+        if job_name not in served:
+            return _error(f"Worker '{worker_id}' does not serve job '{job_name}'")
+        await sio.enter_room(sid, jobs_channel(job_name))
+        await remember(sid, worker_id)
+        return _OK
+
+    @sio.on("leave_job_room")
+    async def leave_job_room(sid: str, data: Any) -> Answer:
+        checked = await owned_worker(sid, data)
+        if isinstance(checked, dict):
+            return checked
+        job_name = data.get("job_name")
+        if isinstance(job_name, str):
+            await sio.leave_room(sid, jobs_channel(job_name))
+        return _OK
+
+    @sio.on("join_provider_room")
+    async def join_provider_room(sid: str, data: Any) -> Answer:
+        checked = await owned_worker(sid, data)
+        if isinstance(checked, dict):
+            return checked
+        _, worker_id = checked
+        name = data.get("provider_name")
+        if not isinstance(name, str):
+            return _error("provider_name is required")
+        async with get_ctx().db.read() as conn:
+            provider = await providers.get_provider_by_name(conn, name)
+        if provider is None or provider.worker_id != worker_id:
+            return _error(f"Worker '{worker_id}' does not serve provider '{name}'")
+        await sio.enter_room(sid, providers_channel(name))
+        await remember(sid, worker_id)
+        return _OK
+
+    @sio.on("leave_provider_room")
+    async def leave_provider_room(sid: str, data: Any) -> Answer:
+        checked = await owned_worker(sid, data)
+        if isinstance(checked, dict):
+            return checked
+        name = data.get("provider_name")
+        if isinstance(name, str):
+            await sio.leave_room(sid, providers_channel(name))
+        return _OK
+
+    @sio.on("join_room")
+    async def join_room(sid: str, data: Any) -> Answer:
+        """Follow ``room:{room_id}`` (frontends), if ``can_read_room`` allows."""
+        principal = await principal_of(sid)
+        room_id = data.get("room_id") if isinstance(data, dict) else None
+        if principal is None or not isinstance(room_id, str):
+            return _error("room_id is required")
+        try:
+            validate_room_id(room_id)
+        except ProblemError as exc:
+            return _error(exc.detail)
+        guard = get_ctx().config.can_read_room
+        if guard is not None and not await guard(principal, room_id):
+            return _error(f"Not allowed to follow room '{room_id}'")
+        await sio.enter_room(sid, room_channel(room_id))
+        return _OK
+
+    @sio.on("leave_room")
+    async def leave_room(sid: str, data: Any) -> Answer:
+        room_id = data.get("room_id") if isinstance(data, dict) else None
+        if isinstance(room_id, str):
+            await sio.leave_room(sid, room_channel(room_id))
+        return _OK

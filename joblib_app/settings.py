@@ -1,0 +1,53 @@
+"""Tunable settings, read from arguments, the environment and ``pyproject.toml``."""
+
+from __future__ import annotations
+
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    PyprojectTomlConfigSettingsSource,
+    SettingsConfigDict,
+)
+
+
+class JobLibSettings(BaseSettings):
+    """Every knob of the job system.
+
+    Sources, highest priority first: constructor arguments, environment variables with the
+    ``ZNDRAW_JOBLIB_`` prefix, then ``[tool.zndraw.joblib]`` in the working directory's
+    ``pyproject.toml``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="ZNDRAW_JOBLIB_",
+        pyproject_toml_table_header=("tool", "zndraw", "joblib"),
+        extra="ignore",
+    )
+
+    allowed_categories: list[str] = ["modifiers", "selections", "analysis"]
+    worker_timeout_seconds: float = 60
+    sweeper_interval_seconds: float = 30
+    long_poll_max_wait_seconds: float = 60
+    claim_max_attempts: int = 10
+    claim_base_delay_seconds: float = 0.01
+    internal_task_timeout_seconds: float = 3600
+    allowed_provider_categories: list[str] | None = None
+    provider_result_ttl_seconds: int = 300
+    provider_inflight_ttl_seconds: int = 30
+    provider_long_poll_default_seconds: float = 5
+    provider_long_poll_max_seconds: float = 30
+    # Not in the reference's table: limits of our own.
+    max_request_body_bytes: int = 1_048_576
+    max_provider_result_bytes: int = 64 * 1_048_576
+    redis_operation_timeout_seconds: float = 2.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, PyprojectTomlConfigSettingsSource(settings_cls))

@@ -1,0 +1,95 @@
+"""Worker rows: creation, heartbeat, listing, deletion."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import Row, and_, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from joblib_app.models import job_table, link_table, worker_table
+
+_W = worker_table.c
+
+
+async def create_worker(conn: AsyncConnection, user_id: str, now: datetime) -> Row:
+    stmt = (
+        worker_table.insert()
+        .values(id=str(uuid.uuid4()), user_id=user_id, last_heartbeat=now, created_at=now)
+        .returning(_W.id, _W.user_id, _W.last_heartbeat)
+    )
+    return (await conn.execute(stmt)).one()
+
+
+async def get_worker(conn: AsyncConnection, worker_id: str) -> Row | None:
+    stmt = select(_W.id, _W.user_id, _W.last_heartbeat).where(_W.id == worker_id)
+    return (await conn.execute(stmt)).first()
+
+
+async def touch_worker(conn: AsyncConnection, worker_id: str, now: datetime) -> Row | None:
+    stmt = (
+        update(worker_table)
+        .where(_W.id == worker_id)
+        .values(last_heartbeat=now)
+        .returning(_W.id, _W.user_id, _W.last_heartbeat)
+    )
+    return (await conn.execute(stmt)).first()
+
+
+def _job_count() -> object:
+    return (
+        select(func.count())
+        .select_from(link_table)
+        .where(link_table.c.worker_id == _W.id)
+        .scalar_subquery()
+    )
+
+
+async def list_workers(
+    conn: AsyncConnection, *, limit: int, offset: int
+) -> tuple[Sequence[Row], int]:
+    total = (await conn.execute(select(func.count()).select_from(worker_table))).scalar_one()
+    stmt = (
+        select(_W.id, _W.last_heartbeat, _job_count().label("job_count"))
+        .order_by(_W.created_at.desc(), _W.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return (await conn.execute(stmt)).all(), total
+
+
+async def list_workers_in_rooms(
+    conn: AsyncConnection, rooms: Collection[str], *, limit: int, offset: int
+) -> tuple[Sequence[Row], int]:
+    """Workers serving at least one active job whose room is in ``rooms``."""
+    serving = (
+        select(link_table.c.worker_id)
+        .join(job_table, job_table.c.id == link_table.c.job_id)
+        .where(and_(job_table.c.room_id.in_(rooms), job_table.c.is_deleted.is_(False)))
+    )
+    where = _W.id.in_(serving)
+    total = (
+        await conn.execute(select(func.count()).select_from(worker_table).where(where))
+    ).scalar_one()
+    stmt = (
+        select(_W.id, _W.last_heartbeat, _job_count().label("job_count"))
+        .where(where)
+        .order_by(_W.created_at.desc(), _W.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return (await conn.execute(stmt)).all(), total
+
+
+async def stale_worker_ids(conn: AsyncConnection, cutoff: datetime) -> list[str]:
+    stmt = select(_W.id).where(_W.last_heartbeat < cutoff)
+    return list((await conn.execute(stmt)).scalars())
+
+
+async def delete_workers(conn: AsyncConnection, worker_ids: Collection[str]) -> list[str]:
+    """Delete worker rows and their job links; return the ids that existed."""
+    await conn.execute(delete(link_table).where(link_table.c.worker_id.in_(worker_ids)))
+    stmt = delete(worker_table).where(_W.id.in_(worker_ids)).returning(_W.id)
+    return list((await conn.execute(stmt)).scalars())

@@ -1,0 +1,67 @@
+"""Periodic recovery: workers that stopped heartbeating, internal tasks that never finished."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from joblib_app.cleanup import cleanup_workers
+from joblib_app.context import AppContext
+from joblib_app.models import utcnow
+from joblib_app.realtime.events import Outbox
+from joblib_app.store import tasks, workers
+from joblib_app.views import record_task_change
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    workers_removed: int
+    internal_tasks_failed: int
+
+
+async def sweep_once(ctx: AppContext) -> SweepReport:
+    """One cycle. Safe to run from several processes at once: every change is conditional
+    on the row's current state, so a task is failed once whoever sweeps first."""
+    now = utcnow()
+    settings = ctx.settings
+    stale_cutoff = now - timedelta(seconds=settings.worker_timeout_seconds)
+    async with ctx.db.read() as conn:
+        stale = await workers.stale_worker_ids(conn, stale_cutoff)
+    removed = await cleanup_workers(ctx, stale, reason="heartbeat timed out") if stale else []
+
+    internal_cutoff = now - timedelta(seconds=settings.internal_task_timeout_seconds)
+    async with ctx.db.write() as conn:
+        stuck = await tasks.fail_active_tasks(
+            conn,
+            tasks.internal_tasks_older_than(internal_cutoff),
+            f"Internal task timed out after {settings.internal_task_timeout_seconds:g} s",
+            now,
+        )
+    if stuck:
+        outbox = Outbox()
+        for row in stuck:
+            record_task_change(outbox, row, {})
+        await ctx.dispatch(outbox)
+        logger.warning("Sweeper failed %d stuck internal task(s)", len(stuck))
+    return SweepReport(workers_removed=len(removed), internal_tasks_failed=len(stuck))
+
+
+async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:
+    """Sweep every ``sweeper_interval_seconds`` until ``stop`` is set; a failing cycle is
+    logged and the next one runs."""
+    interval = ctx.settings.sweeper_interval_seconds
+    logger.info("Sweeper running every %g s", interval)
+    while not stop.is_set():
+        try:
+            await sweep_once(ctx)
+        except Exception:
+            logger.exception("Sweeper cycle failed; the next one runs in %g s", interval)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            continue
+    logger.info("Sweeper stopped")

@@ -1,0 +1,75 @@
+"""Extensions and providers the test workers serve (imported by tests and worker scripts)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from joblib_app.client import Category, Extension, Provider
+
+
+class Echo(Extension):
+    """Succeeds when the registered ``run_kwargs`` arrived; proves a task ran."""
+
+    category: ClassVar[str] = Category.MODIFIER.value
+    text: str = "hi"
+
+    def run(self, vis: Any, **kwargs: Any) -> str:
+        if kwargs.get("greeting") != "hello":
+            raise RuntimeError(f"run_kwargs missing: {kwargs!r}")
+        return self.text
+
+
+class Boom(Extension):
+    """Always raises with ``message``."""
+
+    category: ClassVar[str] = Category.ANALYSIS.value
+    message: str = "kaboom"
+
+    def run(self, vis: Any, **kwargs: Any) -> None:
+        raise ValueError(self.message)
+
+
+class Gate(Extension):
+    """Signals it started (a file), then holds until the test releases it (another file).
+
+    Lets a test act while a task is provably in flight.
+    """
+
+    category: ClassVar[str] = Category.SELECTION.value
+    started_path: str
+    release_path: str
+    timeout: float = 30.0
+
+    def run(self, vis: Any, **kwargs: Any) -> None:
+        Path(self.started_path).write_text("started")
+        deadline = time.monotonic() + self.timeout
+        while not Path(self.release_path).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("never released")
+            time.sleep(0.01)
+
+
+class FileBytes(Provider):
+    """Raw bytes of a file below the handler directory."""
+
+    category: ClassVar[str] = "files"
+    content_type: ClassVar[str] = "application/octet-stream"
+    path: str
+
+    def read(self, handler: Path) -> bytes:
+        return (handler / self.path).read_bytes()
+
+
+class FileNames(Provider):
+    """JSON list of the handler directory's file names, optionally filtered by suffix."""
+
+    category: ClassVar[str] = "files"
+    suffix: str = ""
+
+    def read(self, handler: Path) -> list[str]:
+        return sorted(p.name for p in handler.iterdir() if p.name.endswith(self.suffix))
+
+
+JOBS = {"Echo": Echo, "Boom": Boom, "Gate": Gate}
