@@ -138,7 +138,9 @@ class RedisResultBackend:
             async with asyncio.timeout(self._timeout):
                 return await operation
         except _UNAVAILABLE as exc:
-            raise ResultBackendUnavailable(f"Redis is unavailable: {exc!r}") from exc
+            raise ResultBackendUnavailable(
+                f"Redis is unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _log_polling(self) -> None:
         # Once per outage: every waiter polls, but one line says why.

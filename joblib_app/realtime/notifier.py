@@ -192,13 +192,14 @@ class RedisNotifier:
         try:
             await self.publish_or_raise(channel, message)
         except (RedisError, OSError) as exc:
-            logger.warning("Dropped notification on %r, Redis unavailable: %s", channel, exc)
+            logger.warning(
+                "Dropped notification on %r, Redis unavailable: %s", channel, _describe(exc)
+            )
 
     async def publish_or_raise(self, channel: str, message: str = "") -> None:
         """Like :meth:`publish`, but Redis errors (incl. TimeoutError) reach the caller."""
         async with asyncio.timeout(self._timeout):
             await self._client.publish(self._prefix + channel, message)
-        self._fanout.dispatch(channel, message)
 
     def listen(self, channels: Collection[str]) -> AbstractAsyncContextManager[Listener]:
         """Listen on `channels`; active as soon as the context is entered (after start())."""
@@ -243,9 +244,11 @@ class RedisNotifier:
                     await self._pump(pubsub)
                 except (RedisError, OSError) as exc:
                     if self._connected:
-                        logger.warning("Redis notifier connection lost, reconnecting: %r", exc)
+                        logger.warning(
+                            "Redis notifier connection lost, reconnecting: %s", _describe(exc)
+                        )
                     else:
-                        logger.debug("Redis notifier reconnect failed: %r", exc)
+                        logger.debug("Redis notifier reconnect failed: %s", _describe(exc))
                     self._connected = False
                 if pubsub is not None:
                     await pubsub.aclose()
@@ -274,3 +277,7 @@ class RedisNotifier:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
