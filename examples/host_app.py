@@ -4,7 +4,9 @@ Run:  python examples/host_app.py        (then open http://127.0.0.1:8000/docs)
 
 Environment (all optional): JOBLIB_HOST, JOBLIB_PORT, JOBLIB_DATABASE_URL (default: SQLite
 file ./joblib.db), JOBLIB_REDIS_URL (enables Redis for multi-process deployments),
-JOBLIB_ADMIN_TOKEN, JOBLIB_USER_TOKEN.
+JOBLIB_BROKER_REDIS_URL (runs the ``@internal`` jobs in separate taskiq workers, see
+``examples/internal_worker.py``, instead of inside the server), JOBLIB_ADMIN_TOKEN,
+JOBLIB_USER_TOKEN.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 
 from fastapi import FastAPI
+from taskiq import AsyncBroker
 
 from joblib_app import (
     Extension,
@@ -40,6 +43,21 @@ class Echo(Extension):
         return self.text
 
 
+def internal_broker() -> AsyncBroker | None:
+    """The taskiq broker of the ``@internal`` jobs: Redis when configured, else in process.
+
+    ``ListQueueBroker`` stops promptly and needs no consumer group; it has no
+    acknowledgements, so a task lost with a killed worker is failed by the sweeper after
+    ``internal_task_timeout_seconds``.
+    """
+    url = os.environ.get("JOBLIB_BROKER_REDIS_URL")
+    if not url:
+        return None
+    from taskiq_redis import ListQueueBroker
+
+    return ListQueueBroker(url, queue_name="joblib:internal")
+
+
 joblib = create_joblib_app(
     JoblibConfig(
         authenticate=static_token_authenticator(
@@ -51,6 +69,7 @@ joblib = create_joblib_app(
         database_url=os.environ.get("JOBLIB_DATABASE_URL", DEFAULT_DATABASE_URL),
         redis_url=os.environ.get("JOBLIB_REDIS_URL") or None,
         internal_jobs=[Echo],
+        broker=internal_broker(),
     )
 )
 app = FastAPI(title="joblib-app example host", lifespan=joblib.lifespan)

@@ -4,9 +4,9 @@
 
 Then read through the server, e.g.::
 
-    curl -H "Authorization: Bearer alice-token" \\
+    curl -H "Authorization: Bearer user-token" \\
       "http://127.0.0.1:8000/v1/joblib/rooms/demo/providers/demo:files:listing?path=."
-    curl -H "Authorization: Bearer alice-token" \\
+    curl -H "Authorization: Bearer user-token" \\
       "http://127.0.0.1:8000/v1/joblib/rooms/demo/providers/demo:files:content?path=README.md"
 """
 

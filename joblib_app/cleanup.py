@@ -6,6 +6,7 @@ import logging
 from collections.abc import Collection
 from datetime import datetime
 
+from joblib_app.api.providers import forget_providers
 from joblib_app.context import AppContext
 from joblib_app.models import utcnow
 from joblib_app.realtime.events import (
@@ -23,7 +24,11 @@ WORKER_GONE_ERROR = "Worker disconnected"
 
 
 async def cleanup_workers(
-    ctx: AppContext, worker_ids: Collection[str], *, reason: str
+    ctx: AppContext,
+    worker_ids: Collection[str],
+    *,
+    reason: str,
+    stale_before: datetime | None = None,
 ) -> list[str]:
     """Remove workers and everything that depended on them, in one transaction.
 
@@ -31,6 +36,9 @@ async def cleanup_workers(
     worker rows, soft-deletes jobs left with no worker and no pending task (never
     ``@internal`` ones), then emits the events and calls ``on_rooms_cleaned`` with the rooms
     whose providers were removed. Returns the ids of the workers that existed.
+
+    With ``stale_before`` (the sweeper), only the workers whose heartbeat is still older
+    than that are removed: one may have beaten since the sweeper read its ids.
     """
     ids = list(dict.fromkeys(worker_ids))
     if not ids:
@@ -39,6 +47,10 @@ async def cleanup_workers(
     now: datetime = utcnow()
     async with ctx.db.write() as conn:
         await ctx.db.serialize_across_processes(conn, "joblib_app.cleanup_workers")
+        if stale_before is not None:
+            ids = await workers.lock_stale_workers(conn, ids, stale_before)
+            if not ids:
+                return []
         served = await jobs.jobs_of_workers(conn, ids)
         failed = await tasks.fail_active_tasks(
             conn, tasks.active_tasks_of_workers(ids), WORKER_GONE_ERROR, now
@@ -46,6 +58,7 @@ async def cleanup_workers(
         removed_providers = await providers.delete_providers_of_workers(conn, ids)
         deleted = await workers.delete_workers(conn, ids)
         orphaned = await jobs.soft_delete_orphans(conn, [job.id for job in served])
+    forget_providers(ctx, [row.full_name for row in removed_providers])
     for row in failed:
         record_task_change(outbox, row, {})
     for room_id in sorted({job.room_id for job in served}):

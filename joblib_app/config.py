@@ -52,7 +52,8 @@ class JoblibConfig:
         broker: taskiq broker for ``@internal`` jobs (default: ``InMemoryBroker``).
         internal_jobs: ``Extension`` subclasses that run server-side.
         executor: async ``(extension_cls, payload, room_id, task_id)`` that runs one internal
-            task; default: :func:`joblib_app.internal.executor.default_executor` behaviour.
+            task; default: :func:`joblib_app.internal.executor.database_executor` (in the
+            server process, writing to the database).
         settings: tunables; default reads the environment and ``pyproject.toml``.
         socketio_cors_allowed_origins: passed to python-socketio.
     """

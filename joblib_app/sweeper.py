@@ -31,7 +31,11 @@ async def sweep_once(ctx: AppContext) -> SweepReport:
     stale_cutoff = now - timedelta(seconds=settings.worker_timeout_seconds)
     async with ctx.db.read() as conn:
         stale = await workers.stale_worker_ids(conn, stale_cutoff)
-    removed = await cleanup_workers(ctx, stale, reason="heartbeat timed out") if stale else []
+    removed = (
+        await cleanup_workers(ctx, stale, reason="heartbeat timed out", stale_before=stale_cutoff)
+        if stale
+        else []
+    )
 
     internal_cutoff = now - timedelta(seconds=settings.internal_task_timeout_seconds)
     async with ctx.db.write() as conn:

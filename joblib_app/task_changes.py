@@ -36,16 +36,20 @@ async def set_task_status(
 ) -> tuple[Row, dict[int, int]]:
     """Compare-and-set the task's status, then emit its event and wake its waiters.
 
-    ``authorize`` sees the current row and raises to refuse. A concurrent change between
-    the read and the write makes the decision run again on the new state, so the
-    transition table holds under any interleaving.
+    ``authorize`` sees the current row (with ``worker_user_id``, the owner of the claiming
+    worker) and raises to refuse. Read, decision and write share one transaction; the
+    compare-and-set still guards against a concurrent change (PostgreSQL reads committed
+    data), which makes the decision run again on the new state, so the transition table
+    holds under any interleaving.
     """
     while True:
-        row, _ = await read_task(ctx, task_id)
-        if authorize is not None:
-            await authorize(row)
-        check_transition(TaskStatus(row.status), target)
         async with ctx.db.write() as conn:
+            row = await tasks.get_task_with_owner(conn, task_id)
+            if row is None:
+                raise task_not_found(task_id)
+            if authorize is not None:
+                await authorize(row)
+            check_transition(TaskStatus(row.status), target)
             updated = await tasks.transition(
                 conn, task_id, from_status=row.status, to_status=target, error=error, now=utcnow()
             )

@@ -7,6 +7,8 @@ JOBLIB_TEST_MOUNT          mount path (default /v1/joblib)
 JOBLIB_TEST_LIFESPAN       "1" (default) passes joblib.lifespan to the host, "0" does not
 JOBLIB_TEST_INTERNAL       "1" registers the internal test extensions
 JOBLIB_TEST_BROKER_REDIS   with a Redis URL: taskiq ListQueueBroker on that Redis
+JOBLIB_TEST_READ_GUARD     "1": can_read_room lets only superusers follow rooms named secret-*
+JOBLIB_TEST_ROOMS_CLEANED_LOG  a file path: on_rooms_cleaned appends each room id to it, one a line
 ZNDRAW_JOBLIB_*            settings
 
 Tokens: ``admin`` (superuser), and any ``user:<name>`` token is the principal <name>.
@@ -14,6 +16,7 @@ Tokens: ``admin`` (superuser), and any ``user:<name>`` token is the principal <n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -35,7 +38,20 @@ async def authenticate(conn: HTTPConnection) -> Principal | None:
     return None
 
 
-def _broker():  # noqa: ANN202
+async def can_read_room(principal: Principal, room_id: str) -> bool:
+    return principal.is_superuser or not room_id.startswith("secret-")
+
+
+def _append_rooms(room_ids: list[str]) -> None:
+    with open(os.environ["JOBLIB_TEST_ROOMS_CLEANED_LOG"], "a", encoding="utf-8") as log:
+        log.writelines(f"{room_id}\n" for room_id in room_ids)
+
+
+async def log_rooms_cleaned(room_ids: list[str]) -> None:
+    await asyncio.to_thread(_append_rooms, room_ids)
+
+
+def _broker():
     url = os.environ.get("JOBLIB_TEST_BROKER_REDIS")
     if not url:
         return None
@@ -61,6 +77,10 @@ joblib = create_joblib_app(
         redis_key_prefix=os.environ.get("JOBLIB_TEST_REDIS_PREFIX", "joblib:"),
         internal_jobs=_internal_jobs(),
         broker=_broker(),
+        can_read_room=can_read_room if os.environ.get("JOBLIB_TEST_READ_GUARD") == "1" else None,
+        on_rooms_cleaned=(
+            log_rooms_cleaned if os.environ.get("JOBLIB_TEST_ROOMS_CLEANED_LOG") else None
+        ),
     )
 )
 use_lifespan = os.environ.get("JOBLIB_TEST_LIFESPAN", "1") == "1"
@@ -71,6 +91,13 @@ app.mount(os.environ.get("JOBLIB_TEST_MOUNT", "/v1/joblib"), joblib)
 @app.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@app.get("/joblib-waiters/{channel:path}")
+async def waiters(channel: str) -> dict[str, int]:
+    """Long-polls of this process waiting on a notifier channel (``task:{id}``, ``job:{name}``),
+    so tests can act once a waiter is provably waiting instead of sleeping."""
+    return {"count": joblib.context.notifier.listener_count(channel)}
 
 
 @app.get("/joblib-started")

@@ -16,7 +16,9 @@ MAX_PAGE_SIZE = 500
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    """The app context. Async on purpose: FastAPI runs a sync dependency in a worker thread,
+    a thread hop on every request for a plain attribute read."""
     return request.app.state.joblib
 
 

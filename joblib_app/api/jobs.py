@@ -89,9 +89,7 @@ async def list_jobs(
 ) -> Page[JobSummary]:
     validate_room_id(room_id)
     async with ctx.db.read() as conn:
-        rows, total = await jobs.list_jobs(
-            conn, visible_rooms(room_id), limit=limit, offset=offset
-        )
+        rows, total = await jobs.list_jobs(conn, visible_rooms(room_id), limit=limit, offset=offset)
         linked = await jobs.workers_of_jobs(conn, [r.id for r in rows])
     items = [
         JobSummary(full_name=r.full_name, category=r.category, name=r.name, workers=linked[r.id])
@@ -141,5 +139,7 @@ async def list_room_workers(
         rows, total = await workers.list_workers_in_rooms(
             conn, visible_rooms(room_id), limit=limit, offset=offset
         )
-    items = [WorkerSummary(id=r.id, last_heartbeat=r.last_heartbeat, job_count=r.job_count) for r in rows]
+    items = [
+        WorkerSummary(id=r.id, last_heartbeat=r.last_heartbeat, job_count=r.job_count) for r in rows
+    ]
     return Page(items=items, total=total, limit=limit, offset=offset)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Iterable
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Request, Response
+from sqlalchemy import Row
 
 from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset, prefer_wait
 from joblib_app.api.guards import check_category, owned_worker_or_new
 from joblib_app.api.schemas import Page, ProviderOut, ProviderRegister
+from joblib_app.context import AppContext
 from joblib_app.models import utcnow
 from joblib_app.names import RESERVED_ROOMS, make_full_name, parse_full_name, validate_room_id
 from joblib_app.problems import ProblemError, forbidden, provider_not_found
@@ -33,6 +36,12 @@ router = APIRouter(tags=["providers"])
 T = TypeVar("T")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 PROVIDER_RETRY_AFTER = "2"
+# How long a read may serve a cached result using a provider row looked up earlier. Bounds
+# how late a cache hit notices a provider deleted or re-registered by another process; this
+# process forgets its own changes at once, and a cache miss always reads the row afresh.
+ROW_CACHE_SECONDS = 1.0
+_ROW_CACHE = "providers.row_cache"
+_ROW_CACHE_MAX = 10_000
 
 
 def provider_rooms(room_id: str) -> tuple[str, ...]:
@@ -108,6 +117,7 @@ async def register_provider(
                 worker_id=worker_id,
             )
             response.status_code = 200
+    forget_providers(ctx, [full_name])
     outbox = Outbox()
     outbox.emit(ProvidersInvalidate(), room_channel(room_id))
     await ctx.dispatch(outbox)
@@ -126,16 +136,52 @@ async def list_providers(
     return Page(items=[provider_out(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-async def _visible_provider(ctx: Ctx, room_id: str, full_name: str):  # noqa: ANN202
+def _row_cache(ctx: AppContext) -> dict[str, tuple[Row, float]]:
+    """Provider rows recently read by the read path: ``full_name -> (row, expires_at)``."""
+    return ctx.extras.setdefault(_ROW_CACHE, {})
+
+
+def forget_providers(ctx: AppContext, full_names: Iterable[str]) -> None:
+    """Drop providers' cached rows after this process changed or deleted them."""
+    cache = _row_cache(ctx)
+    for full_name in full_names:
+        cache.pop(full_name, None)
+
+
+def _check_visible(room_id: str, full_name: str) -> None:
+    """400 for a bad room id; 404 unless ``full_name`` names a provider of a visible room."""
     validate_room_id(room_id)
     parsed = parse_full_name(full_name)
     if parsed is None or parsed.room_id not in provider_rooms(room_id):
         raise provider_not_found(full_name)
+
+
+async def _visible_provider(ctx: AppContext, room_id: str, full_name: str) -> Row:
+    """The provider ``full_name`` if it exists and is visible from ``room_id``, else 404."""
+    _check_visible(room_id, full_name)
     async with ctx.db.read() as conn:
         row = await providers.get_provider_by_name(conn, full_name)
+    cache = _row_cache(ctx)
     if row is None:
+        cache.pop(full_name, None)
         raise provider_not_found(full_name)
+    if len(cache) >= _ROW_CACHE_MAX:
+        cache.clear()
+    cache[full_name] = (row, time.monotonic() + ROW_CACHE_SECONDS)
     return row
+
+
+async def _recent_provider(ctx: AppContext, room_id: str, full_name: str) -> tuple[Row, bool]:
+    """Like :func:`_visible_provider`, but a row read within ``ROW_CACHE_SECONDS`` will do.
+
+    Saves a database round trip per cache hit, the read path's hottest case. The second
+    value says whether the row came from the database just now.
+    """
+    entry = _row_cache(ctx).get(full_name)
+    if entry is not None and entry[1] > time.monotonic():
+        _check_visible(room_id, full_name)
+        return entry[0], False
+    return await _visible_provider(ctx, room_id, full_name), True
 
 
 @router.get("/rooms/{room_id}/providers/{full_name}/info")
@@ -154,13 +200,16 @@ async def read_provider(
 ) -> Response:
     """Read through the provider: cached result at once, else one ``provider_request`` for
     any number of identical concurrent reads, then wait (``Prefer: wait=N``) for the upload."""
-    provider = await _visible_provider(ctx, room_id, full_name)
+    provider, fresh = await _recent_provider(ctx, room_id, full_name)
     settings = ctx.settings
     backend = ctx.result_backend
     canonical, digest = request_hash(dict(request.query_params))
     key = result_key(full_name, digest)
     cached = await _backend(backend.get(key))
     if cached is None:
+        if not fresh:
+            # A miss asks the provider: make sure it still exists and has this content type.
+            provider = await _visible_provider(ctx, room_id, full_name)
         if await _backend(
             backend.acquire_inflight(
                 inflight_key(full_name, digest), settings.provider_inflight_ttl_seconds
@@ -187,7 +236,7 @@ async def read_provider(
     return Response(content=cached, media_type=provider.content_type)
 
 
-async def _owned_provider(ctx: Ctx, principal: CurrentPrincipal, provider_id: str):  # noqa: ANN202
+async def _owned_provider(ctx: Ctx, principal: CurrentPrincipal, provider_id: str) -> Row:
     async with ctx.db.read() as conn:
         row = await providers.get_provider(conn, provider_id)
     if row is None:
@@ -207,9 +256,7 @@ async def upload_result(
 ) -> Response:
     """Store a read's result byte for byte, release its in-flight lock, wake the readers."""
     if not _HASH.match(x_request_hash):
-        raise ProblemError(
-            422, "validation-error", "X-Request-Hash must be a SHA-256 hex digest"
-        )
+        raise ProblemError(422, "validation-error", "X-Request-Hash must be a SHA-256 hex digest")
     provider = await _owned_provider(ctx, principal, provider_id)
     data = await request.body()
     backend = ctx.result_backend
@@ -232,6 +279,7 @@ async def delete_provider(provider_id: str, ctx: Ctx, principal: CurrentPrincipa
     async with ctx.db.write() as conn:
         removed = await providers.delete_provider(conn, provider_id)
     if removed is not None:
+        forget_providers(ctx, [removed.full_name])
         outbox = Outbox()
         outbox.emit(ProvidersInvalidate(), room_channel(removed.room_id))
         await ctx.dispatch(outbox)

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from joblib_app.api.deps import (
     Ctx,
@@ -16,7 +17,14 @@ from joblib_app.api.deps import (
     prefer_wait,
 )
 from joblib_app.api.guards import check_writable_room, visible_job
-from joblib_app.api.schemas import ClaimRequest, ClaimResponse, Page, TaskOut, TaskSubmit, TaskUpdate
+from joblib_app.api.schemas import (
+    ClaimRequest,
+    ClaimResponse,
+    Page,
+    TaskOut,
+    TaskSubmit,
+    TaskUpdate,
+)
 from joblib_app.context import AppContext
 from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
@@ -33,7 +41,7 @@ from joblib_app.realtime.events import (
 from joblib_app.store import jobs, tasks, workers
 from joblib_app.task_changes import read_task as _read_task
 from joblib_app.task_changes import set_task_status
-from joblib_app.views import record_task_change, task_out
+from joblib_app.views import json_response, record_task_change, task_out
 
 router = APIRouter(tags=["tasks"])
 
@@ -41,16 +49,15 @@ router = APIRouter(tags=["tasks"])
 SAFETY_RECHECK_SECONDS = 5.0
 
 
-@router.post("/rooms/{room_id}/tasks/{job_full_name}", status_code=202)
+@router.post("/rooms/{room_id}/tasks/{job_full_name}", status_code=202, response_model=TaskOut)
 async def submit_task(
     room_id: str,
     job_full_name: str,
     body: TaskSubmit,
     request: Request,
-    response: Response,
     ctx: Ctx,
     principal: CurrentPrincipal,
-) -> TaskOut:
+) -> Response:
     """Queue a task. A job of another (non-global) room is ``404 job-not-found``."""
     validate_room_id(room_id)
     await check_writable_room(ctx, principal, room_id)
@@ -85,22 +92,28 @@ async def submit_task(
     await ctx.dispatch(outbox)
     if is_internal:
         row = await dispatch_internal_task(ctx, row)
-    response.headers["Location"] = f"{request.scope.get('root_path', '')}/tasks/{row.id}"
-    response.headers["Retry-After"] = "1"
-    return task_out(row, positions)
+    headers = {
+        "Location": f"{request.scope.get('root_path', '')}/tasks/{row.id}",
+        "Retry-After": "1",
+    }
+    return json_response(task_out(row, positions), status_code=202, headers=headers)
 
 
-async def _owned_worker(ctx: AppContext, principal: Principal, worker_id: str) -> None:
-    async with ctx.db.read() as conn:
-        worker = await workers.get_worker(conn, worker_id)
+async def _check_owned_worker(conn: AsyncConnection, principal: Principal, worker_id: str) -> None:
+    worker = await workers.get_worker(conn, worker_id)
     if worker is None:
         raise worker_not_found(worker_id)
     if worker.user_id != principal.id:
         raise forbidden("Only the worker's owner may claim tasks with it")
 
 
-async def _claim_once(ctx: AppContext, worker_id: str) -> Row | None:
+async def _claim_once(
+    ctx: AppContext, worker_id: str, *, check_owner: Principal | None = None
+) -> Row | None:
     async with ctx.db.write() as conn:
+        # The ownership check shares the claim's transaction: one round of the write lock.
+        if check_owner is not None:
+            await _check_owned_worker(conn, check_owner, worker_id)
         row = await tasks.claim_next(conn, worker_id)
     if row is not None:
         outbox = Outbox()
@@ -109,25 +122,24 @@ async def _claim_once(ctx: AppContext, worker_id: str) -> Row | None:
     return row
 
 
-@router.post("/tasks/claim")
+@router.post("/tasks/claim", response_model=ClaimResponse)
 async def claim_task(
     body: ClaimRequest,
     request: Request,
-    response: Response,
     ctx: Ctx,
     principal: CurrentPrincipal,
-) -> ClaimResponse:
+) -> Response:
     """Claim the oldest pending task of the worker's jobs.
 
     With ``Prefer: wait=N`` and nothing pending, wait until a task is submitted for one of
     the worker's jobs (in any server process) or N seconds pass.
     """
-    await _owned_worker(ctx, principal, body.worker_id)
-    row = await _claim_once(ctx, body.worker_id)
+    row = await _claim_once(ctx, body.worker_id, check_owner=principal)
     wait = prefer_wait(request)
+    headers: dict[str, str] = {}
     if row is None and wait:
         capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
-        response.headers["Preference-Applied"] = f"wait={format_seconds(capped)}"
+        headers["Preference-Applied"] = f"wait={format_seconds(capped)}"
         async with ctx.db.read() as conn:
             names = await jobs.job_names_of_worker(conn, body.worker_id)
         loop = asyncio.get_running_loop()
@@ -139,24 +151,25 @@ async def claim_task(
                 if row is not None or remaining <= 0:
                     break
                 await listener.wait(min(remaining, SAFETY_RECHECK_SECONDS))
-    return ClaimResponse(task=task_out(row, {}) if row is not None else None)
+    claimed = ClaimResponse(task=task_out(row, {}) if row is not None else None)
+    return json_response(claimed, headers=headers)
 
 
 def _is_terminal(row: Row) -> bool:
     return TaskStatus(row.status) in TERMINAL_STATUSES
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", response_model=TaskOut)
 async def get_task(
-    task_id: str, request: Request, response: Response, ctx: Ctx, principal: CurrentPrincipal
-) -> TaskOut:
+    task_id: str, request: Request, ctx: Ctx, principal: CurrentPrincipal
+) -> Response:
     """Read a task; with ``Prefer: wait=N``, return as soon as it is terminal."""
     wait = prefer_wait(request)
     if not wait:
         row, positions = await _read_task(ctx, task_id)
-        return task_out(row, positions)
+        return json_response(task_out(row, positions))
     capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
-    response.headers["Preference-Applied"] = f"wait={format_seconds(capped)}"
+    headers = {"Preference-Applied": f"wait={format_seconds(capped)}"}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + capped
     # Subscribe before reading, so a change between the read and the wait still wakes us.
@@ -168,36 +181,33 @@ async def get_task(
                 break
             await listener.wait(min(remaining, SAFETY_RECHECK_SECONDS))
             row, positions = await _read_task(ctx, task_id)
-    return task_out(row, positions)
+    return json_response(task_out(row, positions), headers=headers)
 
 
-async def _may_update(ctx: AppContext, principal: Principal, row: Row, target: TaskStatus) -> bool:
+def _may_update(principal: Principal, row: Row, target: TaskStatus) -> bool:
+    """``row`` carries ``worker_user_id`` (see ``tasks.get_task_with_owner``)."""
     if principal.is_superuser:
         return True
     if target is TaskStatus.CANCELLED and row.created_by == principal.id:
         return True
-    if row.worker_id is None:
-        return False
-    async with ctx.db.read() as conn:
-        worker = await workers.get_worker(conn, row.worker_id)
-    return worker is not None and worker.user_id == principal.id
+    return row.worker_user_id is not None and row.worker_user_id == principal.id
 
 
-@router.patch("/tasks/{task_id}")
+@router.patch("/tasks/{task_id}", response_model=TaskOut)
 async def update_task(
     task_id: str, body: TaskUpdate, ctx: Ctx, principal: CurrentPrincipal
-) -> TaskOut:
+) -> Response:
     """Move a task along the state machine: the claiming worker's owner, a superuser, or
     (to cancel) the user who submitted it."""
 
     async def authorize(row: Row) -> None:
-        if not await _may_update(ctx, principal, row, body.status):
+        if not _may_update(principal, row, body.status):
             raise forbidden("Only the claiming worker's owner or a superuser may update this task")
 
     row, positions = await set_task_status(
         ctx, task_id, body.status, error=body.error, authorize=authorize
     )
-    return task_out(row, positions)
+    return json_response(task_out(row, positions))
 
 
 @router.get("/rooms/{room_id}/tasks")
@@ -215,4 +225,6 @@ async def list_room_tasks(
             conn, room_id=room_id, status=status, limit=limit, offset=offset
         )
         positions = await tasks.queue_positions(conn, rows)
-    return Page(items=[task_out(r, positions) for r in rows], total=total, limit=limit, offset=offset)
+    return Page(
+        items=[task_out(r, positions) for r in rows], total=total, limit=limit, offset=offset
+    )

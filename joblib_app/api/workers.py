@@ -27,7 +27,9 @@ async def list_workers(
 ) -> Page[WorkerSummary]:
     async with ctx.db.read() as conn:
         rows, total = await workers.list_workers(conn, limit=limit, offset=offset)
-    items = [WorkerSummary(id=r.id, last_heartbeat=r.last_heartbeat, job_count=r.job_count) for r in rows]
+    items = [
+        WorkerSummary(id=r.id, last_heartbeat=r.last_heartbeat, job_count=r.job_count) for r in rows
+    ]
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 

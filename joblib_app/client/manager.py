@@ -108,6 +108,10 @@ class JobManager(Mapping[str, type[Extension]]):
         self._wake_supervisor = threading.Event()
         self._resync_needed = threading.Event()
         self._socket_lost = threading.Event()
+        # Set from the first failed contact until the server has confirmed this worker again
+        # (a heartbeat answered, or a re-registration done).
+        self._contact_lost = threading.Event()
+        self._last_outage_log = 0.0
         # Guards the registries and the worker id; re-entrant because registration and
         # re-registration after a reconnect call each other's helpers.
         self._registry_lock = threading.RLock()
@@ -471,7 +475,8 @@ class JobManager(Mapping[str, type[Extension]]):
         appropriate pause). Stops the manager for good on the fatal conditions.
         """
         if self._recovering():
-            # The worker id is about to change: claiming with the old one would only 404.
+            # The registration is unconfirmed (the supervisor is on it): a claim could only
+            # 404 or race the re-registration.
             self._task_ready.wait(0.2)
             return None
         self._task_ready.clear()
@@ -610,10 +615,28 @@ class JobManager(Mapping[str, type[Extension]]):
                 # Check again soon, so an outage is measured closely.
                 next_beat = time.monotonic() + min(1.0, self._heartbeat_interval)
             except ApiError as exc:
-                if exc.status_code in _GONE_STATUSES and not self._recovering():
-                    self._stop_self(f"worker registration gone ({exc})")
-                else:
-                    logger.warning("Heartbeat failed: %s", exc)
+                self._on_heartbeat_refused(exc)
+            else:
+                if self._contact_lost.is_set():
+                    logger.info(
+                        "Server reachable again; worker %s still registered", self._worker_id
+                    )
+                    self._contact_lost.clear()
+                    self._task_ready.set()
+
+    def _on_heartbeat_refused(self, exc: ApiError) -> None:
+        """Tell a worker deleted on purpose from one removed while it was out of reach."""
+        if exc.status_code not in _GONE_STATUSES:
+            logger.warning("Heartbeat failed: %s", exc)
+        elif self._socket_lost.is_set():
+            # The server dropped the worker with the connection; the reconnection re-registers.
+            logger.debug("Heartbeat refused while Socket.IO is down: %s", exc)
+        elif self._contact_lost.is_set() or self._resync_needed.is_set():
+            # Swept (heartbeat timeout) or cleaned up while unreachable: not a request to leave.
+            logger.info("Worker %s was removed during the outage; re-registering", self._worker_id)
+            self._resync_needed.set()
+        else:
+            self._stop_self(f"worker registration gone ({exc})")
 
     def _resync_safely(self) -> None:
         try:
@@ -639,6 +662,7 @@ class JobManager(Mapping[str, type[Extension]]):
             old_id = self._worker_id
             if old_id is None:
                 self._socket_lost.clear()
+                self._contact_lost.clear()
                 return
             response = self.api.request("POST", "/workers", retry_for=self._retry_budget())
             new_id = str(response.json()["id"])
@@ -655,6 +679,7 @@ class JobManager(Mapping[str, type[Extension]]):
                 for name in self._providers:
                     self._link.join_provider(name, new_id)
         self._socket_lost.clear()
+        self._contact_lost.clear()
         logger.info("Re-registered as worker %s (was %s)", new_id, old_id)
         self._delete_worker(old_id)
         self._task_ready.set()
@@ -682,6 +707,7 @@ class JobManager(Mapping[str, type[Extension]]):
         # A lost connection is the first sign of an outage: count it from now, and let the
         # supervisor probe the server so the outage is measured even with no task traffic.
         self.api.outage.record_failure()
+        self._contact_lost.set()
         self._socket_lost.set()
         self._wake_supervisor.set()
 
@@ -718,19 +744,30 @@ class JobManager(Mapping[str, type[Extension]]):
     # -- stopping --------------------------------------------------------------------
 
     def _recovering(self) -> bool:
-        """Whether a lost Socket.IO connection is being, or about to be, re-established."""
-        return self._link is not None and (
-            self._socket_lost.is_set() or self._resync_needed.is_set()
+        """Whether contact was lost and this worker's registration is not yet confirmed."""
+        return (
+            self._contact_lost.is_set()
+            or self._socket_lost.is_set()
+            or self._resync_needed.is_set()
         )
 
     def _on_unreachable(self, exc: Exception) -> None:
+        self._contact_lost.set()
         elapsed = self.api.outage.elapsed()
         if self.api.outage.exceeded(self._max_unreachable):
             self._stop_self(f"server unreachable for {elapsed:.0f}s ({exc})")
-        else:
+            return
+        now = time.monotonic()
+        if now - self._last_outage_log >= 5.0:
+            self._last_outage_log = now
             logger.warning("Server unreachable for %.1fs: %s", elapsed, exc)
+        else:
+            logger.debug("Server unreachable for %.1fs: %s", elapsed, exc)
 
     def _stop_self(self, reason: str) -> None:
+        if self._stop.is_set():
+            # Already stopping on request: a 404 from our own DELETE is no failure.
+            return
         if self._stop_reason is None:
             self._stop_reason = reason
             logger.error("Worker stopping: %s", reason)

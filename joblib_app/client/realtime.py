@@ -66,6 +66,10 @@ class SocketLink:
             reconnection_delay_max=2.0,
             logger=False,
             engineio_logger=False,
+            # python-socketio's own SIGINT handler drops the connection at once, and a dropped
+            # connection makes the server fail the task in flight; JobManager.wait() handles
+            # signals gracefully instead.
+            handle_sigint=False,
         )
 
         def connect() -> None:

@@ -18,6 +18,20 @@ from joblib_app.task_changes import set_task_status
 logger = logging.getLogger(__name__)
 
 
+def _enqueue_error(exc: BaseException) -> str:
+    """The error text of a failed enqueue, with its causes.
+
+    taskiq wraps every broker failure in ``SendTaskError("Cannot send task to the
+    queue")``; the cause (e.g. the refused Redis connection) is what the user needs.
+    """
+    parts = []
+    current: BaseException | None = exc
+    while current is not None and len(parts) < 4:
+        parts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return "Could not enqueue internal task: " + " <- ".join(parts)
+
+
 def require_internal_executor(ctx: AppContext, job_full_name: str) -> None:
     """``503 internal-job-not-configured`` unless this process can enqueue the job."""
     if ctx.internal is None or job_full_name not in ctx.internal:
@@ -40,7 +54,7 @@ async def dispatch_internal_task(ctx: AppContext, row: Row) -> Row:
             ctx,
             row.id,
             TaskStatus.FAILED,
-            error=f"Could not enqueue internal task: {type(exc).__name__}: {exc}",
+            error=_enqueue_error(exc),
         )
         return failed
     return row

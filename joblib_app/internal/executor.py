@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -77,19 +78,30 @@ def rest_executor(
     if token is not None:
         all_headers["Authorization"] = f"Bearer {token}"
     root = base_url.rstrip("/")
+    # One client per event loop, reused by every task: building a client (TLS context)
+    # and opening a connection per task cost more than the two PATCHes themselves.
+    clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def client_of_this_loop() -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(headers=all_headers, timeout=timeout)
+            clients[loop] = client
+        return client
+
+    async def report(task_id: str, status: TaskStatus, error: str | None) -> None:
+        body: dict[str, Any] = {"status": status.value}
+        if error is not None:
+            body["error"] = error
+        response = await client_of_this_loop().patch(f"{root}/tasks/{task_id}", json=body)
+        response.raise_for_status()
 
     async def execute(
         extension_cls: type[Extension], payload: dict[str, Any], room_id: str, task_id: str
     ) -> None:
-        async with httpx.AsyncClient(headers=all_headers, timeout=timeout) as client:
-
-            async def report(task_id: str, status: TaskStatus, error: str | None) -> None:
-                body: dict[str, Any] = {"status": status.value}
-                if error is not None:
-                    body["error"] = error
-                response = await client.patch(f"{root}/tasks/{task_id}", json=body)
-                response.raise_for_status()
-
-            await run_and_report(extension_cls, payload, task_id, report)
+        await run_and_report(extension_cls, payload, task_id, report)
 
     return execute

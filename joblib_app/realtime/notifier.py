@@ -49,6 +49,10 @@ class Notifier(Protocol):
         reaches this listener."""
         ...
 
+    def listener_count(self, channel: str) -> int:
+        """How many listeners of this process are listening on `channel` right now."""
+        ...
+
 
 class _QueueListener:
     """One waiter's inbox; unbounded because a listener lives only for one long-poll."""
@@ -82,6 +86,9 @@ class _LocalFanOut:
     def dispatch(self, channel: str, message: str) -> None:
         for listener in self._listeners.get(channel, ()):
             listener.put(message)
+
+    def count(self, channel: str) -> int:
+        return len(self._listeners.get(channel, ()))
 
     @asynccontextmanager
     async def listen(self, channels: Collection[str]) -> AsyncIterator[Listener]:
@@ -119,6 +126,10 @@ class InProcessNotifier:
     def listen(self, channels: Collection[str]) -> AbstractAsyncContextManager[Listener]:
         """Listen on `channels`; active as soon as the context is entered."""
         return self._fanout.listen(channels)
+
+    def listener_count(self, channel: str) -> int:
+        """How many listeners of this process are listening on `channel` right now."""
+        return self._fanout.count(channel)
 
 
 class RedisNotifier:
@@ -204,6 +215,10 @@ class RedisNotifier:
     def listen(self, channels: Collection[str]) -> AbstractAsyncContextManager[Listener]:
         """Listen on `channels`; active as soon as the context is entered (after start())."""
         return self._fanout.listen(channels)
+
+    def listener_count(self, channel: str) -> int:
+        """How many listeners of this process are listening on `channel` right now."""
+        return self._fanout.count(channel)
 
     async def _subscribe(self) -> PubSub:
         pubsub = self._client.pubsub()

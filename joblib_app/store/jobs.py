@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, exists, func, select, update
+from sqlalchemy import Row, and_, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from joblib_app.models import TaskStatus, job_table, link_table, task_table
@@ -17,12 +17,12 @@ from joblib_app.store.dialect import insert_ignoring_conflicts
 
 _J = job_table.c
 _JOB_COLUMNS = (_J.id, _J.room_id, _J.category, _J.name, _J.full_name, _J.schema, _J.is_deleted)
+_GET_JOB = select(*_JOB_COLUMNS).where(_J.full_name == bindparam("full_name"))
 
 
 async def get_job(conn: AsyncConnection, full_name: str) -> Row | None:
     """The job row by full name, soft-deleted or not."""
-    stmt = select(*_JOB_COLUMNS).where(_J.full_name == full_name)
-    return (await conn.execute(stmt)).first()
+    return (await conn.execute(_GET_JOB, {"full_name": full_name})).first()
 
 
 async def insert_job(
@@ -72,9 +72,7 @@ async def link_worker(conn: AsyncConnection, worker_id: str, job_id: str) -> boo
     return (await conn.execute(stmt)).rowcount == 1
 
 
-async def workers_of_jobs(
-    conn: AsyncConnection, job_ids: Collection[str]
-) -> dict[str, list[str]]:
+async def workers_of_jobs(conn: AsyncConnection, job_ids: Collection[str]) -> dict[str, list[str]]:
     """Worker ids per job id, in one query."""
     result: dict[str, list[str]] = defaultdict(list)
     if not job_ids:
@@ -91,16 +89,17 @@ async def workers_of_jobs(
 
 async def jobs_of_workers(conn: AsyncConnection, worker_ids: Collection[str]) -> list[Row]:
     """``(id, room_id, full_name)`` of every job the workers serve."""
-    stmt = (
-        select(_J.id, _J.room_id, _J.full_name)
-        .where(_J.id.in_(select(link_table.c.job_id).where(link_table.c.worker_id.in_(worker_ids))))
+    stmt = select(_J.id, _J.room_id, _J.full_name).where(
+        _J.id.in_(select(link_table.c.job_id).where(link_table.c.worker_id.in_(worker_ids)))
     )
     return list((await conn.execute(stmt)).all())
 
 
 async def job_names_of_worker(conn: AsyncConnection, worker_id: str) -> list[str]:
-    stmt = select(_J.full_name).join(link_table, link_table.c.job_id == _J.id).where(
-        link_table.c.worker_id == worker_id
+    stmt = (
+        select(_J.full_name)
+        .join(link_table, link_table.c.job_id == _J.id)
+        .where(link_table.c.worker_id == worker_id)
     )
     return list((await conn.execute(stmt)).scalars())
 

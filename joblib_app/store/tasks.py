@@ -7,11 +7,11 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import Row, and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from joblib_app.models import ACTIVE_STATUSES, TaskStatus, link_table, task_table
+from joblib_app.models import ACTIVE_STATUSES, TaskStatus, link_table, task_table, worker_table
 from joblib_app.names import INTERNAL_ROOM
 
 _T = task_table.c
@@ -32,6 +32,82 @@ TASK_COLUMNS = (
 )
 _PENDING = TaskStatus.PENDING.value
 
+# The hot path's statements are built once: building a Core statement and its cache key
+# on every call costs more than running it on SQLite.
+_GET_TASK = select(*TASK_COLUMNS).where(_T.id == bindparam("task_id"))
+_GET_TASK_WITH_OWNER = (
+    select(*TASK_COLUMNS, worker_table.c.user_id.label("worker_user_id"))
+    .select_from(task_table.outerjoin(worker_table, worker_table.c.id == _T.worker_id))
+    .where(_T.id == bindparam("task_id"))
+)
+
+
+def _claim_statement(dialect: str) -> Any:
+    candidate = (
+        select(_T.seq)
+        .where(
+            _T.status == _PENDING,
+            _T.job_id.in_(
+                select(link_table.c.job_id).where(link_table.c.worker_id == bindparam("worker_id"))
+            ),
+        )
+        .order_by(_T.seq)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        candidate = candidate.with_for_update(skip_locked=True)
+    return (
+        update(task_table)
+        .where(_T.seq == candidate.scalar_subquery(), _T.status == _PENDING)
+        .values(status=TaskStatus.CLAIMED.value, worker_id=bindparam("worker_id"))
+        .returning(*TASK_COLUMNS)
+    )
+
+
+_CLAIM = {"postgresql": _claim_statement("postgresql"), "other": _claim_statement("other")}
+_INSERT_TASK = task_table.insert().returning(*TASK_COLUMNS)
+_TRANSITIONS: dict[tuple[TaskStatus, bool], Any] = {}
+
+
+def _transition_statement(to_status: TaskStatus, with_error: bool) -> Any:
+    """``UPDATE`` of one task from a given status, built once per (target, error) pair."""
+    key = (to_status, with_error)
+    stmt = _TRANSITIONS.get(key)
+    if stmt is None:
+        values: dict[str, Any] = {"status": to_status.value}
+        if to_status is TaskStatus.RUNNING:
+            values["started_at"] = bindparam("now")
+        if to_status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
+            values["completed_at"] = bindparam("now")
+        if with_error:
+            values["error"] = bindparam("error")
+        stmt = (
+            update(task_table)
+            .where(_T.id == bindparam("task_id"), _T.status == bindparam("from_status"))
+            .values(**values)
+            .returning(*TASK_COLUMNS)
+        )
+        _TRANSITIONS[key] = stmt
+    return stmt
+
+
+def _queue_positions_statement() -> Any:
+    ahead = task_table.alias("ahead")
+    position = (
+        select(func.count())
+        .select_from(ahead)
+        .where(
+            ahead.c.job_id == _T.job_id,
+            ahead.c.status == _PENDING,
+            ahead.c.seq <= _T.seq,
+        )
+        .scalar_subquery()
+    )
+    return select(_T.seq, position).where(_T.seq.in_(bindparam("seqs", expanding=True)))
+
+
+_QUEUE_POSITIONS = _queue_positions_statement()
+
 
 async def insert_task(
     conn: AsyncConnection,
@@ -43,26 +119,26 @@ async def insert_task(
     created_by: str,
     now: datetime,
 ) -> Row:
-    stmt = (
-        task_table.insert()
-        .values(
-            id=str(uuid.uuid4()),
-            job_id=job_id,
-            job_name=job_name,
-            room_id=room_id,
-            status=_PENDING,
-            created_by=created_by,
-            payload=payload,
-            created_at=now,
-        )
-        .returning(*TASK_COLUMNS)
-    )
-    return (await conn.execute(stmt)).one()
+    params = {
+        "id": str(uuid.uuid4()),
+        "job_id": job_id,
+        "job_name": job_name,
+        "room_id": room_id,
+        "status": _PENDING,
+        "created_by": created_by,
+        "payload": payload,
+        "created_at": now,
+    }
+    return (await conn.execute(_INSERT_TASK, params)).one()
 
 
 async def get_task(conn: AsyncConnection, task_id: str) -> Row | None:
-    stmt = select(*TASK_COLUMNS).where(_T.id == task_id)
-    return (await conn.execute(stmt)).first()
+    return (await conn.execute(_GET_TASK, {"task_id": task_id})).first()
+
+
+async def get_task_with_owner(conn: AsyncConnection, task_id: str) -> Row | None:
+    """The task row plus ``worker_user_id``, the owner of its claiming worker (or ``None``)."""
+    return (await conn.execute(_GET_TASK_WITH_OWNER, {"task_id": task_id})).first()
 
 
 async def claim_next(conn: AsyncConnection, worker_id: str) -> Row | None:
@@ -71,26 +147,8 @@ async def claim_next(conn: AsyncConnection, worker_id: str) -> Row | None:
     On PostgreSQL ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers take different rows
     instead of racing for one; SQLite runs one writer at a time and ignores the clause.
     """
-    candidate = (
-        select(_T.seq)
-        .where(
-            _T.status == _PENDING,
-            _T.job_id.in_(
-                select(link_table.c.job_id).where(link_table.c.worker_id == worker_id)
-            ),
-        )
-        .order_by(_T.seq)
-        .limit(1)
-    )
-    if conn.dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
-    stmt = (
-        update(task_table)
-        .where(_T.seq == candidate.scalar_subquery(), _T.status == _PENDING)
-        .values(status=TaskStatus.CLAIMED.value, worker_id=worker_id)
-        .returning(*TASK_COLUMNS)
-    )
-    return (await conn.execute(stmt)).first()
+    stmt = _CLAIM["postgresql" if conn.dialect.name == "postgresql" else "other"]
+    return (await conn.execute(stmt, {"worker_id": worker_id})).first()
 
 
 async def mark_claimed(conn: AsyncConnection, task_id: str) -> Row | None:
@@ -114,20 +172,9 @@ async def transition(
     now: datetime,
 ) -> Row | None:
     """Compare-and-set the status; ``None`` when the task is no longer in ``from_status``."""
-    values: dict[str, Any] = {"status": to_status.value}
-    if to_status is TaskStatus.RUNNING:
-        values["started_at"] = now
-    if to_status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
-        values["completed_at"] = now
-    if error is not None:
-        values["error"] = error
-    stmt = (
-        update(task_table)
-        .where(_T.id == task_id, _T.status == from_status)
-        .values(**values)
-        .returning(*TASK_COLUMNS)
-    )
-    return (await conn.execute(stmt)).first()
+    stmt = _transition_statement(to_status, error is not None)
+    params = {"task_id": task_id, "from_status": from_status, "now": now, "error": error}
+    return (await conn.execute(stmt, params)).first()
 
 
 async def fail_active_tasks(
@@ -168,19 +215,8 @@ async def queue_positions(conn: AsyncConnection, rows: Sequence[Row]) -> dict[in
     pending = [row.seq for row in rows if row.status == _PENDING]
     if not pending:
         return {}
-    ahead = task_table.alias("ahead")
-    position = (
-        select(func.count())
-        .select_from(ahead)
-        .where(
-            ahead.c.job_id == _T.job_id,
-            ahead.c.status == _PENDING,
-            ahead.c.seq <= _T.seq,
-        )
-        .scalar_subquery()
-    )
-    stmt = select(_T.seq, position).where(_T.seq.in_(pending))
-    return {seq: count for seq, count in await conn.execute(stmt)}
+    result = await conn.execute(_QUEUE_POSITIONS, {"seqs": pending})
+    return {seq: count for seq, count in result}
 
 
 async def list_tasks(
@@ -202,12 +238,5 @@ async def list_tasks(
     total = (
         await conn.execute(select(func.count()).select_from(task_table).where(where))
     ).scalar_one()
-    stmt = (
-        select(*TASK_COLUMNS)
-        .where(where)
-        .order_by(_T.seq.desc())
-        .limit(limit)
-        .offset(offset)
-    )
+    stmt = select(*TASK_COLUMNS).where(where).order_by(_T.seq.desc()).limit(limit).offset(offset)
     return (await conn.execute(stmt)).all(), total
-

@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, and_, delete, func, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from joblib_app.models import job_table, link_table, worker_table
 
 _W = worker_table.c
+_GET_WORKER = select(_W.id, _W.user_id, _W.last_heartbeat).where(_W.id == bindparam("worker_id"))
 
 
 async def create_worker(conn: AsyncConnection, user_id: str, now: datetime) -> Row:
@@ -24,8 +25,7 @@ async def create_worker(conn: AsyncConnection, user_id: str, now: datetime) -> R
 
 
 async def get_worker(conn: AsyncConnection, worker_id: str) -> Row | None:
-    stmt = select(_W.id, _W.user_id, _W.last_heartbeat).where(_W.id == worker_id)
-    return (await conn.execute(stmt)).first()
+    return (await conn.execute(_GET_WORKER, {"worker_id": worker_id})).first()
 
 
 async def touch_worker(conn: AsyncConnection, worker_id: str, now: datetime) -> Row | None:
@@ -85,6 +85,16 @@ async def list_workers_in_rooms(
 
 async def stale_worker_ids(conn: AsyncConnection, cutoff: datetime) -> list[str]:
     stmt = select(_W.id).where(_W.last_heartbeat < cutoff)
+    return list((await conn.execute(stmt)).scalars())
+
+
+async def lock_stale_workers(
+    conn: AsyncConnection, worker_ids: Collection[str], cutoff: datetime
+) -> list[str]:
+    """Those of ``worker_ids`` whose heartbeat is still older than ``cutoff``, row-locked
+    until the transaction ends (PostgreSQL; SQLite writers are already one at a time), so a
+    heartbeat racing their cleanup waits for it and then finds the worker gone."""
+    stmt = select(_W.id).where(_W.id.in_(worker_ids), _W.last_heartbeat < cutoff).with_for_update()
     return list((await conn.execute(stmt)).scalars())
 
 

@@ -1,4 +1,8 @@
-"""Fixtures of the client tests: a mounted app under uvicorn and worker processes."""
+"""Fixtures of the client tests: the mounted app under uvicorn and worker processes.
+
+The server is the lead's ``tests/server.py`` serving ``tests/host.py`` (tokens ``admin`` and
+``user:<name>``).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from joblib_app.client import JobManager
-from tests.client.processes import ServerProcess, WorkerProcess
+from tests.client.processes import WorkerProcess
+from tests.server import ServerProcess
 
-HOST_APP = "tests.client.host_app:app"
+ALICE = "user:alice"
 # Short timeouts so the sweeper test finishes quickly; every worker here beats every 0.5 s.
 FAST_SWEEP = {
     "ZNDRAW_JOBLIB_WORKER_TIMEOUT_SECONDS": "3",
@@ -20,26 +25,23 @@ FAST_SWEEP = {
 
 
 def make_server(workdir: Path) -> ServerProcess:
+    """A server (not started) on its own SQLite file in ``workdir``."""
     env = {"JOBLIB_TEST_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'joblib.db'}", **FAST_SWEEP}
-    return ServerProcess(HOST_APP, workdir, env)
+    return ServerProcess(env, log_path=workdir / "server.log")
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the tests that do not stop it."""
-    instance = make_server(tmp_path_factory.mktemp("server"))
-    instance.start()
-    yield instance
-    instance.stop()
+    with make_server(tmp_path_factory.mktemp("server")) as instance:
+        yield instance
 
 
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server of this test's own, which it may stop and restart."""
-    instance = make_server(tmp_path)
-    instance.start()
-    yield instance
-    instance.stop()
+    """A server of this test's own, which it may stop and restart (same port, same file)."""
+    with make_server(tmp_path) as instance:
+        yield instance
 
 
 @pytest.fixture
@@ -66,5 +68,5 @@ def spawn_worker() -> Iterator[Callable[..., WorkerProcess]]:
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[JobManager]:
     """A submitting client (no Socket.IO, no worker) for the shared server."""
-    with JobManager(server.base_url, token="alice-token", use_socketio=False) as manager:
+    with JobManager(server.base, token=ALICE, use_socketio=False) as manager:
         yield manager

@@ -1,10 +1,8 @@
-"""Subprocess helpers for the client tests: a uvicorn server and worker scripts."""
+"""Worker processes for the client tests (the server comes from ``tests/server.py``)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,10 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MOUNT = "/v1/joblib"
 T = TypeVar("T")
 
 
@@ -34,81 +29,12 @@ def wait_until(
         time.sleep(interval)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
-
-
-class ServerProcess:
-    """``uvicorn <app>`` on a loopback port, restartable on the same port and database."""
-
-    def __init__(self, app: str, workdir: Path, env: Mapping[str, str] | None = None) -> None:
-        self.app = app
-        self.port = free_port()
-        self.workdir = workdir
-        self.env = child_env(env)
-        self.log_path = workdir / f"server-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return self.origin + MOUNT
-
-    def start(self, timeout: float = 20.0) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", self.app,
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "warning", "--timeout-graceful-shutdown", "3",
-            ],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        wait_until(self._ready, timeout, interval=0.05, what=f"server on {self.port}")
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"server exited:\n{self.log()}")
-        try:
-            answer = httpx.get(
-                self.base_url + "/workers",
-                headers={"Authorization": "Bearer alice-token"},
-                timeout=1.0,
-            )
-        except httpx.TransportError:
-            return False
-        return answer.status_code == 200
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class WorkerProcess:

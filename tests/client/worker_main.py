@@ -18,7 +18,7 @@ from tests.client.jobs import JOBS, FileBytes, FileNames
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--token", default="alice-token")
+    parser.add_argument("--token", default="user:alice")
     parser.add_argument("--room", required=True)
     parser.add_argument("--mode", choices=["auto", "listen", "provider"], default="auto")
     parser.add_argument("--jobs", default="Echo,Boom,Gate")

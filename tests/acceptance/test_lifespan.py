@@ -1,0 +1,78 @@
+"""The mounted app with and without the host running its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.acceptance.support import ALICE, DATABASES, Api, new_room, serve, unique
+from tests.server import ServerProcess
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def lifespan_off(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with serve(kind, tmp_path_factory.mktemp(kind), JOBLIB_TEST_LIFESPAN="0") as server:
+        yield server
+
+
+@pytest.fixture
+def lifespan_on(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with serve(kind, tmp_path_factory.mktemp(kind), JOBLIB_TEST_LIFESPAN="1") as server:
+        yield server
+
+
+async def started(client: httpx.AsyncClient, server: ServerProcess) -> bool:
+    response = await client.get(server.origin + "/joblib-started")
+    assert response.status_code == 200
+    return response.json()["started"]
+
+
+def assert_stops_gracefully(server: ServerProcess) -> None:
+    """SIGTERM ends it within the grace period (uvicorn re-raises the signal once done)."""
+    server.stop()
+    assert server.process is not None
+    assert server.process.returncode in (0, -signal.SIGTERM)
+
+
+async def full_cycle(api: Api) -> None:
+    room = new_room()
+    job = await api.register(room, unique())
+    task = await api.submit(room, job["full_name"])
+    assert (await api.claim(job["worker_id"]))["id"] == task["id"]
+    assert (await api.patch_task(task["id"], "running")).status_code == 200
+    done = await api.patch_task(task["id"], "completed")
+    assert done.json()["status"] == "completed"
+
+
+async def test_without_host_lifespan_it_starts_on_first_request(
+    lifespan_off: ServerProcess,
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        api = Api(client, lifespan_off)
+        # Host routes alone do not start it.
+        assert (await client.get(lifespan_off.origin + "/health")).status_code == 200
+        assert await started(client, lifespan_off) is False
+        # Many first requests at once: one start-up, every request answered.
+        responses = await asyncio.gather(
+            *(api.request("POST", "/workers", ALICE) for _ in range(8))
+        )
+        assert [r.status_code for r in responses] == [201] * 8
+        assert await started(client, lifespan_off) is True
+        await full_cycle(api)
+    assert_stops_gracefully(lifespan_off)
+
+
+async def test_with_host_lifespan_it_starts_at_boot(lifespan_on: ServerProcess) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert await started(client, lifespan_on) is True
+        await full_cycle(Api(client, lifespan_on))
+    assert_stops_gracefully(lifespan_on)

@@ -1,0 +1,77 @@
+"""The ``@internal`` extensions of the tests, and the Redis broker the tests use.
+
+Imported by ``tests/host.py`` (server side, ``JOBLIB_TEST_INTERNAL=1``) and by
+``tests/internal_worker_app.py`` (standalone ``taskiq worker``), so both register the
+same task names.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from taskiq import AsyncBroker
+from taskiq_redis import ListQueueBroker
+
+from joblib_app import Extension
+
+
+class Greet(Extension):
+    """Succeeds; writes its greeting to ``out`` when given, proving ``run()`` ran."""
+
+    category = "analysis"
+    name: str = "world"
+    out: str | None = None
+
+    def run(self, vis: Any, **kwargs: Any) -> str:
+        text = f"hello {self.name}"
+        if self.out is not None:
+            Path(self.out).write_text(text)
+        return text
+
+
+class Explode(Extension):
+    """Always raises, so the executor must report the task failed with this text."""
+
+    category = "modifiers"
+    message: str = "boom"
+
+    def run(self, vis: Any, **kwargs: Any) -> None:
+        raise RuntimeError(self.message)
+
+
+class WaitForFile(Extension):
+    """Blocks until ``path`` exists (a test creates it, or kills the worker meanwhile)."""
+
+    category = "modifiers"
+    path: str
+    timeout: float = 60.0
+
+    def run(self, vis: Any, **kwargs: Any) -> None:
+        deadline = time.monotonic() + self.timeout
+        target = Path(self.path)
+        # run() executes in a worker thread with no event to wait on: poll the filesystem.
+        while not target.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.path} did not appear within {self.timeout:g} s")
+            time.sleep(0.02)
+
+
+INTERNAL_EXTENSIONS: list[type[Extension]] = [Greet, Explode, WaitForFile]
+
+
+def internal_queue_name(prefix: str) -> str:
+    """The Redis list of the internal tasks, under the test's own key prefix."""
+    return f"{prefix}internal-tasks"
+
+
+def make_redis_broker(url: str, prefix: str) -> AsyncBroker:
+    """A taskiq ``ListQueueBroker`` whose queue lives under ``prefix``.
+
+    ListQueueBroker rather than RedisStreamBroker: its worker stops promptly on SIGTERM,
+    and it needs no consumer group to exist before a task is kicked. It has no
+    acknowledgements; a task lost with a killed worker is failed by the sweeper's
+    internal timeout.
+    """
+    return ListQueueBroker(url, queue_name=internal_queue_name(prefix))
