@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 
-class Category(str, enum.Enum):
+class Category(enum.StrEnum):
     """The default job categories."""
 
     MODIFIER = "modifiers"
