@@ -10,6 +10,7 @@ import os
 import socket
 
 import pytest
+import redis
 
 REDIS_URL = os.environ.get("JOBLIB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -43,3 +44,14 @@ def require_redis() -> str:
 def require_postgres() -> str:
     require("PostgreSQL", "127.0.0.1", 5432)
     return POSTGRES_ADMIN_URL
+
+
+def delete_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (test clean-up)."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

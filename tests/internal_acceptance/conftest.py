@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import socketio
 
 from tests.server import ServerProcess
-from tests.services import require_redis
+from tests.services import delete_redis_prefix, require_redis
 
 ADMIN = "admin"
 ALICE = "user:alice"
@@ -38,16 +37,6 @@ def start_server(env: Mapping[str, str], workdir: Path, name: str = "server") ->
     return ServerProcess(
         {"JOBLIB_TEST_INTERNAL": "1", **env}, log_path=workdir / f"{name}.log"
     ).start()
-
-
-def delete_redis_prefix(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")

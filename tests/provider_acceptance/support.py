@@ -25,6 +25,7 @@ import redis
 import socketio
 
 from tests.server import ServerProcess, free_port
+from tests.services import delete_redis_prefix
 
 ADMIN = "admin"
 ALICE = "user:alice"
@@ -118,16 +119,6 @@ class ProviderServer:
             return list(client.scan_iter(match=self.redis_prefix + pattern))
         finally:
             client.close()
-
-
-def delete_redis_prefix(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @contextlib.contextmanager
