@@ -58,6 +58,11 @@ class WaitForFile(Extension):
             time.sleep(0.02)
 
 
+# Literal, not derived with internal_job_name: the tests check the naming rule itself.
+GREET = "@internal:analysis:Greet"
+EXPLODE = "@internal:modifiers:Explode"
+WAIT = "@internal:modifiers:WaitForFile"
+
 INTERNAL_EXTENSIONS: list[type[Extension]] = [Greet, Explode, WaitForFile]
 
 

@@ -20,12 +20,8 @@ from tests.internal_acceptance.conftest import (
     submit,
     wait_terminal,
 )
-from tests.internal_jobs import Greet
+from tests.internal_jobs import EXPLODE, GREET, WAIT, Greet
 from tests.server import ServerProcess
-
-GREET = "@internal:analysis:Greet"
-EXPLODE = "@internal:modifiers:Explode"
-WAIT = "@internal:modifiers:WaitForFile"
 
 
 @pytest.fixture(scope="module")

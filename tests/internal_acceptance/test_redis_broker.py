@@ -21,11 +21,8 @@ from tests.internal_acceptance.conftest import (
     wait_terminal,
 )
 from tests.internal_acceptance.workers import TaskiqWorker
+from tests.internal_jobs import EXPLODE, GREET, WAIT
 from tests.server import ServerProcess, free_port
-
-GREET = "@internal:analysis:Greet"
-EXPLODE = "@internal:modifiers:Explode"
-WAIT = "@internal:modifiers:WaitForFile"
 
 
 def redis_env(redis_url: str, prefix: str) -> dict[str, str]:

@@ -18,10 +18,8 @@ from tests.internal_acceptance.conftest import (
     submit,
     wait_terminal,
 )
-from tests.internal_jobs import INTERNAL_EXTENSIONS
+from tests.internal_jobs import GREET, INTERNAL_EXTENSIONS
 from tests.server import ServerProcess
-
-GREET = "@internal:analysis:Greet"
 
 
 async def test_two_servers_starting_together_make_one_row_per_extension(
