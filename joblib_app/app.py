@@ -17,6 +17,8 @@ from joblib_app.api import jobs as jobs_api
 from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
+from joblib_app.api.plain import PlainRouter
+from joblib_app.api.task_routes import TASK_ROUTES
 from joblib_app.body_limit import BodySizeLimit
 from joblib_app.config import JoblibConfig
 from joblib_app.context import AppContext
@@ -96,6 +98,8 @@ class JoblibApp:
         # host's mount path and root path are.
         self.api.mount("/socket.io", socketio.ASGIApp(self.sio, socketio_path=None))
         self._asgi = BodySizeLimit(self.api, self._body_limit)
+        # The per-task endpoints bypass FastAPI's per-request machinery (see api.plain).
+        self._plain = PlainRouter(TASK_ROUTES, self.context)
 
         self._started = False
         self._start_lock: asyncio.Lock | None = None
@@ -182,6 +186,11 @@ class JoblibApp:
             return
         if not self._started:
             await self._start_on_first_use()
+        if scope["type"] == "http":
+            serve = self._plain.match(scope)
+            if serve is not None:
+                await serve(receive, send)
+                return
         await self._asgi(scope, receive, send)
 
     async def _serve_lifespan(self, receive: Receive, send: Send) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from joblib_app.problems import problem_response
+from joblib_app.problems import problem_response, too_large_problem
 
 
 class BodySizeLimit:
@@ -24,11 +23,12 @@ class BodySizeLimit:
         limit = self.limit_for(scope)
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
+                problem = too_large_problem(limit)
                 response = problem_response(
-                    413,
-                    "content-too-large",
-                    "Content too large",
-                    f"The request body is larger than {limit} bytes",
+                    problem.status,
+                    problem.kind,
+                    problem.title,
+                    problem.detail,
                     instance=scope.get("path"),
                 )
                 await response(scope, receive, send)
@@ -42,7 +42,7 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > limit:
                     # Raised inside the app's body read, so its handlers answer problem+json.
-                    raise HTTPException(413, f"The request body is larger than {limit} bytes")
+                    raise too_large_problem(limit)
             return message
 
         await self.app(scope, limited_receive, send)

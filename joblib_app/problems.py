@@ -33,6 +33,7 @@ class ProblemError(Exception):
         *,
         title: str | None = None,
         headers: Mapping[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -40,6 +41,8 @@ class ProblemError(Exception):
         self.detail = detail
         self.title = title or kind.replace("-", " ").capitalize()
         self.headers = dict(headers or {})
+        # Field errors of a 422, answered as the body's ``errors`` member.
+        self.errors = errors
 
 
 def job_not_found(name: str) -> ProblemError:
@@ -60,6 +63,27 @@ def provider_not_found(name: str) -> ProblemError:
 
 def forbidden(detail: str) -> ProblemError:
     return ProblemError(403, "forbidden", detail)
+
+
+def too_large_problem(limit: int) -> ProblemError:
+    return ProblemError(
+        413,
+        "content-too-large",
+        f"The request body is larger than {limit} bytes",
+        title="Content too large",
+    )
+
+
+def validation_problem(errors: list[dict[str, Any]]) -> ProblemError:
+    """``422`` with each error as ``{"loc", "msg", "type"}``, summarised in ``detail``."""
+    summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return ProblemError(
+        422,
+        "validation-error",
+        summary or "Request validation failed",
+        title="Validation error",
+        errors=errors,
+    )
 
 
 def problem_response(
@@ -104,6 +128,7 @@ async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
         exc.detail,
         instance=request.url.path,
         headers=exc.headers,
+        extra={"errors": exc.errors} if exc.errors is not None else None,
     )
 
 
@@ -127,15 +152,7 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-    return problem_response(
-        422,
-        "validation-error",
-        "Validation error",
-        summary or "Request validation failed",
-        instance=request.url.path,
-        extra={"errors": errors},
-    )
+    return await _handle_problem(request, validation_problem(errors))
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

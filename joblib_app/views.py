@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import Row
 from starlette.responses import Response
 
-from joblib_app.api.schemas import JobOut, ProviderOut, TaskOut
+from joblib_app.api.schemas import ClaimResponse, JobOut, ProviderOut, TaskOut
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus
 from joblib_app.realtime.events import (
     Outbox,
@@ -49,6 +49,18 @@ def task_out(row: Row, positions: Mapping[int, int]) -> TaskOut:
         payload=row.payload,
         queue_position=positions.get(row.seq),
     )
+
+
+def task_json(row: Row, positions: Mapping[int, int]) -> bytes:
+    """The ``TaskOut`` body of ``row``, serialised."""
+    out = task_out(row, positions)
+    return out.__pydantic_serializer__.to_json(out)
+
+
+def claim_json(row: Row | None) -> bytes:
+    """The ``ClaimResponse`` body: the claimed task, or ``{"task": null}``."""
+    claimed = ClaimResponse(task=task_out(row, {}) if row is not None else None)
+    return claimed.__pydantic_serializer__.to_json(claimed)
 
 
 def record_task_change(outbox: Outbox, row: Row, positions: Mapping[int, int]) -> None:

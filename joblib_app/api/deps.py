@@ -49,7 +49,11 @@ Offset = Annotated[int, Query(ge=0)]
 
 def prefer_wait(request: Request) -> float | None:
     """Seconds asked for by a ``Prefer: wait=N`` header, if any."""
-    header = request.headers.get("prefer")
+    return parse_prefer_wait(request.headers.get("prefer"))
+
+
+def parse_prefer_wait(header: str | None) -> float | None:
+    """Seconds asked for by the value of a ``Prefer`` header (``wait=N``), if any."""
     if not header:
         return None
     match = _PREFER_WAIT.search(header)

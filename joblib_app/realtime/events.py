@@ -8,15 +8,21 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
 
 class _Event(BaseModel):
+    _name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._name = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
     @classmethod
     def event_name(cls) -> str:
-        return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+        return cls._name
 
 
 class TaskStatusEvent(_Event):
@@ -86,14 +92,18 @@ class Outbox:
     """
 
     def __init__(self) -> None:
-        self._events: dict[tuple[str, str, str], tuple[str, dict[str, Any], str]] = {}
+        self._events: dict[tuple[str, str, Any], tuple[str, dict[str, Any], str]] = {}
         self._notifications: dict[str, str] = {}
 
     def emit(self, event: _Event, room: str) -> None:
         payload = event.model_dump(mode="json")
         name = event.event_name()
-        key = (name, room, json.dumps(payload, sort_keys=True))
-        self._events.setdefault(key, (name, payload, room))
+        try:
+            identity: Any = tuple(payload.items())
+            hash(identity)
+        except TypeError:  # a nested value: compare by canonical JSON instead
+            identity = json.dumps(payload, sort_keys=True)
+        self._events.setdefault((name, room, identity), (name, payload, room))
 
     def notify(self, channel: str, message: str = "") -> None:
         self._notifications.setdefault(channel, message)

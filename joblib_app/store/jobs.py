@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import Row, and_, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from joblib_app.models import TaskStatus, job_table, link_table, task_table
+from joblib_app.models import job_table, link_table, task_table
 from joblib_app.names import INTERNAL_ROOM
 from joblib_app.store.dialect import insert_ignoring_conflicts
+from joblib_app.store.tasks import IS_PENDING
 
 _J = job_table.c
 _JOB_COLUMNS = (_J.id, _J.room_id, _J.category, _J.name, _J.full_name, _J.schema, _J.is_deleted)
@@ -123,9 +124,7 @@ async def soft_delete_orphans(conn: AsyncConnection, job_ids: Collection[str]) -
     if not job_ids:
         return []
     has_worker = exists().where(link_table.c.job_id == _J.id)
-    has_pending = exists().where(
-        and_(task_table.c.job_id == _J.id, task_table.c.status == TaskStatus.PENDING.value)
-    )
+    has_pending = exists().where(and_(task_table.c.job_id == _J.id, IS_PENDING))
     stmt = (
         update(job_table)
         .where(

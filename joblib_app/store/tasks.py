@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, select, update
+from sqlalchemy import Row, and_, bindparam, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -31,6 +31,11 @@ TASK_COLUMNS = (
     _T.completed_at,
 )
 _PENDING = TaskStatus.PENDING.value
+# Partial indexes serve a query only when its condition carries the index's own literal
+# (``status = 'pending'``): a bound parameter hides it from the planner, which then scans
+# every task of the job, finished ones included (SQLite always; PostgreSQL in generic plans).
+IS_PENDING = _T.status == literal_column("'pending'")
+IS_ACTIVE = _T.status.in_([literal_column(f"'{s}'") for s in ACTIVE_STATUSES])
 
 # The hot path's statements are built once: building a Core statement and its cache key
 # on every call costs more than running it on SQLite.
@@ -46,7 +51,7 @@ def _claim_statement(dialect: str) -> Any:
     candidate = (
         select(_T.seq)
         .where(
-            _T.status == _PENDING,
+            IS_PENDING,
             _T.job_id.in_(
                 select(link_table.c.job_id).where(link_table.c.worker_id == bindparam("worker_id"))
             ),
@@ -58,7 +63,7 @@ def _claim_statement(dialect: str) -> Any:
         candidate = candidate.with_for_update(skip_locked=True)
     return (
         update(task_table)
-        .where(_T.seq == candidate.scalar_subquery(), _T.status == _PENDING)
+        .where(_T.seq == candidate.scalar_subquery(), IS_PENDING)
         .values(status=TaskStatus.CLAIMED.value, worker_id=bindparam("worker_id"))
         .returning(*TASK_COLUMNS)
     )
@@ -98,7 +103,7 @@ def _queue_positions_statement() -> Any:
         .select_from(ahead)
         .where(
             ahead.c.job_id == _T.job_id,
-            ahead.c.status == _PENDING,
+            ahead.c.status == literal_column("'pending'"),
             ahead.c.seq <= _T.seq,
         )
         .scalar_subquery()
@@ -155,7 +160,7 @@ async def mark_claimed(conn: AsyncConnection, task_id: str) -> Row | None:
     """Move one pending task to claimed with no worker (``@internal`` dispatch)."""
     stmt = (
         update(task_table)
-        .where(_T.id == task_id, _T.status == _PENDING)
+        .where(_T.id == task_id, IS_PENDING)
         .values(status=TaskStatus.CLAIMED.value)
         .returning(*TASK_COLUMNS)
     )
@@ -187,7 +192,7 @@ async def fail_active_tasks(
     """
     stmt = (
         update(task_table)
-        .where(_T.status.in_(ACTIVE_STATUSES), where)
+        .where(IS_ACTIVE, where)
         .values(status=TaskStatus.FAILED.value, error=error, completed_at=now)
         .returning(*TASK_COLUMNS)
     )

@@ -1,0 +1,234 @@
+"""Plain ASGI routing for the endpoints every worker calls once or more per task.
+
+Submit, claim, read and update run for every task, so they skip FastAPI's per-request
+machinery (middleware stack, dependency injection, response-model validation), which
+costs several times what the work itself does. They keep the contract byte for byte: the
+same authentication, body limit, problem+json errors (401, 404, 405, 413, 422, 500) and
+bodies. Everything else is served by the FastAPI app.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
+
+from joblib_app.api.deps import authenticate
+from joblib_app.context import AppContext
+from joblib_app.principal import Principal
+from joblib_app.problems import (
+    ProblemError,
+    problem_response,
+    too_large_problem,
+    validation_problem,
+)
+
+logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+_JSON = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class PlainResponse:
+    """A JSON body already serialised, with its status and extra headers."""
+
+    body: bytes
+    status: int = 200
+    headers: Mapping[str, str] | None = None
+
+
+class PlainRequest:
+    """What a plain handler needs from its request: scope, headers, body, caller."""
+
+    __slots__ = ("_headers", "ctx", "path_params", "receive", "scope")
+
+    def __init__(
+        self, scope: Scope, receive: Receive, ctx: AppContext, path_params: dict[str, str]
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.ctx = ctx
+        self.path_params = path_params
+        self._headers: dict[bytes, bytes] | None = None
+
+    def header(self, name: bytes) -> bytes | None:
+        """A request header by its lower-case name (the last one if repeated)."""
+        if self._headers is None:
+            self._headers = dict(self.scope["headers"])
+        return self._headers.get(name)
+
+    async def principal(self) -> Principal:
+        """The caller, through the host's ``authenticate``; ``401`` if there is none."""
+        return await authenticate(HTTPConnection(self.scope, self.receive), self.ctx)
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body; ``413`` once it is known to exceed ``limit`` bytes."""
+        length = self.header(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise too_large_problem(limit)
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > limit:
+                raise too_large_problem(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def json_body(self, model: type[ModelT]) -> ModelT:
+        """The body validated as ``model``; errors answer ``422`` as FastAPI's would."""
+        raw = await self.body(self.ctx.settings.max_request_body_bytes)
+        if not raw:
+            missing = {"loc": ["body"], "msg": "Field required", "type": "missing"}
+            raise validation_problem([missing])
+        content_type = self.header(b"content-type")
+        try:
+            if content_type is None or _is_json(content_type):
+                # pydantic-core parses and validates in one pass, without building dicts.
+                return model.model_validate_json(raw)
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            errors = exc.errors()
+            if any(e["type"] == "json_invalid" for e in errors):
+                raise _json_problem(raw) from exc
+            raise validation_problem(
+                [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]
+            ) from exc
+
+
+def _json_problem(raw: bytes) -> ProblemError:
+    """``422 json_invalid`` located as FastAPI locates it: the character offset."""
+    try:
+        json.loads(raw)
+        position = 0
+    except ValueError as exc:
+        position = getattr(exc, "pos", 0)
+    error = {"loc": ["body", position], "msg": "JSON decode error", "type": "json_invalid"}
+    return validation_problem([error])
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == _JSON or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+Handler = Callable[[PlainRequest], Awaitable[PlainResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class PlainRoute:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def route(method: str, path: str, handler: Handler) -> PlainRoute:
+    """``path`` uses ``{name}`` for one path segment, as FastAPI's routes do."""
+    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
+    return PlainRoute(method, re.compile(f"^{regex}$"), handler)
+
+
+def route_path(scope: Scope) -> str:
+    """The path below the mount point (Starlette keeps the full path in ``scope``)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class PlainRouter:
+    """Matches a request to a plain route; ``None`` hands it to the FastAPI app."""
+
+    def __init__(self, routes: Sequence[PlainRoute], ctx: AppContext) -> None:
+        self.routes = tuple(routes)
+        self.ctx = ctx
+
+    def match(self, scope: Scope) -> Callable[[Receive, Send], Awaitable[None]] | None:
+        path = route_path(scope)
+        allowed: list[str] = []
+        for candidate in self.routes:
+            found = candidate.pattern.match(path)
+            if found is None:
+                continue
+            if candidate.method != scope["method"]:
+                allowed.append(candidate.method)
+                continue
+            return functools.partial(self._serve, candidate.handler, scope, found.groupdict())
+        if not allowed:
+            return None
+
+        async def refuse(receive: Receive, send: Send) -> None:
+            problem = ProblemError(
+                405,
+                "method-not-allowed",
+                "Method Not Allowed",
+                headers={"Allow": ", ".join(allowed)},
+            )
+            await _send_problem(problem, scope, receive, send)
+
+        return refuse
+
+    async def _serve(
+        self,
+        handler: Handler,
+        scope: Scope,
+        params: dict[str, str],
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        request = PlainRequest(scope, receive, self.ctx, params)
+        try:
+            response = await handler(request)
+        except ProblemError as exc:
+            await _send_problem(exc, scope, receive, send)
+            return
+        except Exception:
+            logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
+            await problem_response(
+                500,
+                "internal-error",
+                "Internal server error",
+                "The server failed to handle this request; see its log.",
+                instance=scope["path"],
+            )(scope, receive, send)
+            return
+        await send_json(send, response)
+
+
+async def _send_problem(exc: ProblemError, scope: Scope, receive: Receive, send: Send) -> None:
+    extra = {"errors": exc.errors} if exc.errors is not None else None
+    response = problem_response(
+        exc.status,
+        exc.kind,
+        exc.title,
+        exc.detail,
+        instance=scope["path"],
+        headers=exc.headers,
+        extra=extra,
+    )
+    await response(scope, receive, send)
+
+
+async def send_json(send: Send, response: PlainResponse) -> None:
+    headers = [
+        (b"content-length", str(len(response.body)).encode()),
+        (b"content-type", _JSON),
+    ]
+    if response.headers:
+        headers.extend((k.lower().encode(), v.encode()) for k, v in response.headers.items())
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

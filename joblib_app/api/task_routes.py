@@ -1,0 +1,211 @@
+"""Tasks: submit, claim (with long-poll), read (with long-poll), update.
+
+These run once or more per task for every worker, so they are plain routes
+(:mod:`joblib_app.api.plain`); the contract is the same as for the FastAPI routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from joblib_app.api.deps import format_seconds, parse_prefer_wait
+from joblib_app.api.guards import check_writable_room, visible_job
+from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
+from joblib_app.api.schemas import ClaimRequest, TaskSubmit, TaskUpdate
+from joblib_app.context import AppContext
+from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
+from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
+from joblib_app.names import INTERNAL_ROOM, validate_room_id
+from joblib_app.principal import Principal
+from joblib_app.problems import forbidden, worker_not_found
+from joblib_app.realtime.events import (
+    Outbox,
+    TaskAvailable,
+    job_notify_channel,
+    jobs_channel,
+    task_notify_channel,
+)
+from joblib_app.store import jobs, tasks, workers
+from joblib_app.task_changes import read_task, set_task_status
+from joblib_app.views import claim_json, record_task_change, task_json
+
+# Waiters are woken by the notifier; this re-read only covers a lost notification.
+SAFETY_RECHECK_SECONDS = 5.0
+
+
+def _wait_seconds(request: PlainRequest) -> float | None:
+    header = request.header(b"prefer")
+    return parse_prefer_wait(header.decode("latin-1")) if header else None
+
+
+async def submit_task(request: PlainRequest) -> PlainResponse:
+    """``POST /rooms/{room_id}/tasks/{job_full_name}``: queue a task (``202``).
+
+    A job of another (non-global) room is ``404 job-not-found``.
+    """
+    ctx = request.ctx
+    room_id = request.path_params["room_id"]
+    job_full_name = request.path_params["job_full_name"]
+    principal = await request.principal()
+    body = await request.json_body(TaskSubmit)
+    validate_room_id(room_id)
+    await check_writable_room(ctx, principal, room_id)
+    is_internal = job_full_name.startswith(INTERNAL_ROOM + ":")
+    outbox = Outbox()
+    async with ctx.db.write() as conn:
+        job = await visible_job(conn, room_id, job_full_name)
+        if is_internal:
+            require_internal_executor(ctx, job.full_name)
+        row = await tasks.insert_task(
+            conn,
+            job_id=job.id,
+            job_name=job.full_name,
+            room_id=room_id,
+            payload=body.payload,
+            created_by=principal.id,
+            now=utcnow(),
+        )
+        positions = await tasks.queue_positions(conn, [row])
+        record_task_change(outbox, row, positions)
+        if is_internal:
+            # Claimed before enqueueing: the executor may start before we return.
+            row = await tasks.mark_claimed(conn, row.id)
+            positions = {}
+            record_task_change(outbox, row, positions)
+    if not is_internal:
+        outbox.emit(
+            TaskAvailable(job_name=job.full_name, room_id=room_id, task_id=row.id),
+            jobs_channel(job.full_name),
+        )
+        outbox.notify(job_notify_channel(job.full_name), row.id)
+    await ctx.dispatch(outbox)
+    if is_internal:
+        row = await dispatch_internal_task(ctx, row)
+    headers = {
+        "Location": f"{request.scope.get('root_path', '')}/tasks/{row.id}",
+        "Retry-After": "1",
+    }
+    return PlainResponse(task_json(row, positions), status=202, headers=headers)
+
+
+async def _check_owned_worker(conn: AsyncConnection, principal: Principal, worker_id: str) -> None:
+    worker = await workers.get_worker(conn, worker_id)
+    if worker is None:
+        raise worker_not_found(worker_id)
+    if worker.user_id != principal.id:
+        raise forbidden("Only the worker's owner may claim tasks with it")
+
+
+async def _claim_once(
+    ctx: AppContext, worker_id: str, *, check_owner: Principal | None = None
+) -> Row | None:
+    async with ctx.db.write() as conn:
+        # The ownership check shares the claim's transaction: one round of the write lock.
+        if check_owner is not None:
+            await _check_owned_worker(conn, check_owner, worker_id)
+        row = await tasks.claim_next(conn, worker_id)
+    if row is not None:
+        outbox = Outbox()
+        record_task_change(outbox, row, {})
+        await ctx.dispatch(outbox)
+    return row
+
+
+async def claim_task(request: PlainRequest) -> PlainResponse:
+    """``POST /tasks/claim``: claim the oldest pending task of the worker's jobs.
+
+    With ``Prefer: wait=N`` and nothing pending, wait until a task is submitted for one of
+    the worker's jobs (in any server process) or N seconds pass.
+    """
+    ctx = request.ctx
+    principal = await request.principal()
+    body = await request.json_body(ClaimRequest)
+    row = await _claim_once(ctx, body.worker_id, check_owner=principal)
+    wait = _wait_seconds(request)
+    headers: dict[str, str] = {}
+    if row is None and wait:
+        capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
+        headers["Preference-Applied"] = f"wait={format_seconds(capped)}"
+        async with ctx.db.read() as conn:
+            names = await jobs.job_names_of_worker(conn, body.worker_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + capped
+        async with ctx.notifier.listen([job_notify_channel(n) for n in names]) as listener:
+            while True:
+                row = await _claim_once(ctx, body.worker_id)
+                remaining = deadline - loop.time()
+                if row is not None or remaining <= 0:
+                    break
+                await listener.wait(min(remaining, SAFETY_RECHECK_SECONDS))
+    return PlainResponse(claim_json(row), headers=headers)
+
+
+def _is_terminal(row: Row) -> bool:
+    return TaskStatus(row.status) in TERMINAL_STATUSES
+
+
+async def get_task(request: PlainRequest) -> PlainResponse:
+    """``GET /tasks/{task_id}``; with ``Prefer: wait=N``, answer once it is terminal."""
+    ctx = request.ctx
+    task_id = request.path_params["task_id"]
+    await request.principal()
+    wait = _wait_seconds(request)
+    if not wait:
+        row, positions = await read_task(ctx, task_id)
+        return PlainResponse(task_json(row, positions))
+    capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
+    headers = {"Preference-Applied": f"wait={format_seconds(capped)}"}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + capped
+    # Subscribe before reading, so a change between the read and the wait still wakes us.
+    async with ctx.notifier.listen([task_notify_channel(task_id)]) as listener:
+        row, positions = await read_task(ctx, task_id)
+        while not _is_terminal(row):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await listener.wait(min(remaining, SAFETY_RECHECK_SECONDS))
+            row, positions = await read_task(ctx, task_id)
+    return PlainResponse(task_json(row, positions), headers=headers)
+
+
+def _may_update(principal: Principal, row: Row, target: TaskStatus) -> bool:
+    """``row`` carries ``worker_user_id`` (see ``tasks.get_task_with_owner``)."""
+    if principal.is_superuser:
+        return True
+    if target is TaskStatus.CANCELLED and row.created_by == principal.id:
+        return True
+    return row.worker_user_id is not None and row.worker_user_id == principal.id
+
+
+async def update_task(request: PlainRequest) -> PlainResponse:
+    """``PATCH /tasks/{task_id}``: move a task along the state machine.
+
+    Allowed to the claiming worker's owner, a superuser, or (to cancel) the submitter.
+    """
+    principal = await request.principal()
+    body = await request.json_body(TaskUpdate)
+
+    async def authorize(row: Row) -> None:
+        if not _may_update(principal, row, body.status):
+            raise forbidden("Only the claiming worker's owner or a superuser may update this task")
+
+    row, positions = await set_task_status(
+        request.ctx,
+        request.path_params["task_id"],
+        body.status,
+        error=body.error,
+        authorize=authorize,
+    )
+    return PlainResponse(task_json(row, positions))
+
+
+TASK_ROUTES: list[PlainRoute] = [
+    route("POST", "/rooms/{room_id}/tasks/{job_full_name}", submit_task),
+    route("POST", "/tasks/claim", claim_task),
+    route("GET", "/tasks/{task_id}", get_task),
+    route("PATCH", "/tasks/{task_id}", update_task),
+]
