@@ -31,9 +31,10 @@ TASK_COLUMNS = (
     _T.completed_at,
 )
 _PENDING = TaskStatus.PENDING.value
-# Partial indexes serve a query only when its condition carries the index's own literal
-# (``status = 'pending'``): a bound parameter hides it from the planner, which then scans
-# every task of the job, finished ones included (SQLite always; PostgreSQL in generic plans).
+# Partial indexes serve a query only when the planner can see that its condition implies the
+# index's (``status = 'pending'``). PostgreSQL's generic plans, which prepared statements
+# settle on, do not know bound values: with ``status = $1`` the claim would scan every task
+# of the job, finished ones included. Inlining the literal keeps the index usable everywhere.
 IS_PENDING = _T.status == literal_column("'pending'")
 IS_ACTIVE = _T.status.in_([literal_column(f"'{s}'") for s in ACTIVE_STATUSES])
 
