@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from sqlalchemy import Row
 
 from joblib_app.context import AppContext
 from joblib_app.models import TaskStatus, utcnow
-from joblib_app.problems import task_not_found
+from joblib_app.principal import Principal
+from joblib_app.problems import forbidden, task_not_found
 from joblib_app.realtime.events import Outbox
 from joblib_app.store import tasks
 from joblib_app.transitions import check_transition
 from joblib_app.views import record_task_change
-
-Authorize = Callable[[Row], Awaitable[None]]
 
 
 async def read_task(ctx: AppContext, task_id: str) -> tuple[Row, dict[int, int]]:
@@ -26,35 +23,71 @@ async def read_task(ctx: AppContext, task_id: str) -> tuple[Row, dict[int, int]]
         return row, await tasks.queue_positions(conn, [row])
 
 
+def may_update(principal: Principal, row: Row, target: TaskStatus) -> bool:
+    """Who may move a task: a superuser, the owner of the claiming worker, or (to cancel)
+    the user who submitted it. ``row`` carries ``worker_user_id``
+    (see ``tasks.get_task_with_owner``)."""
+    if principal.is_superuser:
+        return True
+    if target is TaskStatus.CANCELLED and row.created_by == principal.id:
+        return True
+    return row.worker_user_id is not None and row.worker_user_id == principal.id
+
+
+def _actor_rule(actor: Principal | None, target: TaskStatus) -> str:
+    """:func:`may_update` as the store's SQL condition."""
+    if actor is None or actor.is_superuser:
+        return tasks.ANY_ACTOR
+    return tasks.OWNER_OR_SUBMITTER if target is TaskStatus.CANCELLED else tasks.WORKER_OWNER
+
+
 async def set_task_status(
     ctx: AppContext,
     task_id: str,
     target: TaskStatus,
     *,
     error: str | None = None,
-    authorize: Authorize | None = None,
+    actor: Principal | None = None,
 ) -> tuple[Row, dict[int, int]]:
-    """Compare-and-set the task's status, then emit its event and wake its waiters.
+    """Move the task to ``target``, then emit its event and wake its waiters.
 
-    ``authorize`` sees the current row (with ``worker_user_id``, the owner of the claiming
-    worker) and raises to refuse. Read, decision and write share one transaction; the
-    compare-and-set still guards against a concurrent change (PostgreSQL reads committed
-    data), which makes the decision run again on the new state, so the transition table
-    holds under any interleaving.
+    ``actor`` is the user asking (checked with :func:`may_update`); ``None`` is the system
+    itself (internal executors, enqueue failures), which is not checked.
+
+    The common case is one guarded ``UPDATE`` (transition table and authorisation in its
+    ``WHERE``). When it changes nothing, the row is read in the same transaction to answer
+    the precise error (404, 403, 409) or, if the task changed in between, to try again
+    with compare-and-set on the status it now has; so the transition table holds under any
+    interleaving.
     """
+    rule = _actor_rule(actor, target)
+    actor_id = actor.id if actor is not None else None
     while True:
         async with ctx.db.write() as conn:
-            row = await tasks.get_task_with_owner(conn, task_id)
-            if row is None:
-                raise task_not_found(task_id)
-            if authorize is not None:
-                await authorize(row)
-            check_transition(TaskStatus(row.status), target)
-            updated = await tasks.transition(
-                conn, task_id, from_status=row.status, to_status=target, error=error, now=utcnow()
+            now = utcnow()
+            updated = await tasks.transition_if_allowed(
+                conn,
+                task_id,
+                to_status=target,
+                actor=rule,
+                actor_id=actor_id,
+                error=error,
+                now=now,
             )
             if updated is None:
-                continue
+                row = await tasks.get_task_with_owner(conn, task_id)
+                if row is None:
+                    raise task_not_found(task_id)
+                if actor is not None and not may_update(actor, row, target):
+                    raise forbidden(
+                        "Only the claiming worker's owner or a superuser may update this task"
+                    )
+                check_transition(TaskStatus(row.status), target)
+                updated = await tasks.transition(
+                    conn, task_id, from_status=row.status, to_status=target, error=error, now=now
+                )
+                if updated is None:
+                    continue
             positions = await tasks.queue_positions(conn, [updated])
         outbox = Outbox()
         record_task_change(outbox, updated, positions)

@@ -66,9 +66,11 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         await db.dispose()
 
 
-async def test_claim_searches_the_pending_index(db: Database) -> None:
-    statement = tasks._CLAIM["postgresql" if db.dialect == "postgresql" else "other"]
-    plan = await _plan(db, statement, {"worker_id": "w"})
+@pytest.mark.parametrize("owner_checked", [False, True])
+async def test_claim_searches_the_pending_index(db: Database, owner_checked: bool) -> None:
+    dialect = "postgresql" if db.dialect == "postgresql" else "other"
+    statement = tasks._CLAIM[(dialect, owner_checked)]
+    plan = await _plan(db, statement, {"worker_id": "w", "owner_id": "u"})
     assert PENDING_INDEX in plan, plan
 
 

@@ -59,11 +59,16 @@ async def owned_worker_or_new(
     return row.id
 
 
-async def visible_job(conn: AsyncConnection, room_id: str, full_name: str) -> Row:
-    """An active job visible from ``room_id``, else ``404 job-not-found``."""
+def check_visible_name(room_id: str, full_name: str) -> None:
+    """``404 job-not-found`` unless a job of that name would be visible from ``room_id``."""
     parsed = parse_full_name(full_name)
     if parsed is None or parsed.room_id not in visible_rooms(room_id):
         raise job_not_found(full_name)
+
+
+async def visible_job(conn: AsyncConnection, room_id: str, full_name: str) -> Row:
+    """An active job visible from ``room_id``, else ``404 job-not-found``."""
+    check_visible_name(room_id, full_name)
     job = await jobs.get_job(conn, full_name)
     if job is None or job.is_deleted:
         raise job_not_found(full_name)

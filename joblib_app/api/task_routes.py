@@ -12,7 +12,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from joblib_app.api.deps import format_seconds, parse_prefer_wait
-from joblib_app.api.guards import check_writable_room, visible_job
+from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
 from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
 from joblib_app.api.schemas import ClaimRequest, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
@@ -20,7 +20,7 @@ from joblib_app.internal.dispatch import dispatch_internal_task, require_interna
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
 from joblib_app.principal import Principal
-from joblib_app.problems import forbidden, worker_not_found
+from joblib_app.problems import forbidden, job_not_found, worker_not_found
 from joblib_app.realtime.events import (
     Outbox,
     TaskAvailable,
@@ -53,12 +53,46 @@ async def submit_task(request: PlainRequest) -> PlainResponse:
     body = await request.json_body(TaskSubmit)
     validate_room_id(room_id)
     await check_writable_room(ctx, principal, room_id)
-    is_internal = job_full_name.startswith(INTERNAL_ROOM + ":")
+    positions: dict[int, int] = {}
+    if job_full_name.startswith(INTERNAL_ROOM + ":"):
+        row = await _submit_internal(ctx, principal, room_id, job_full_name, body)
+    else:
+        check_visible_name(room_id, job_full_name)
+        async with ctx.db.write() as conn:
+            row = await tasks.submit_to_active_job(
+                conn,
+                job_name=job_full_name,
+                room_id=room_id,
+                payload=body.payload,
+                created_by=principal.id,
+                now=utcnow(),
+            )
+            if row is None:
+                raise job_not_found(job_full_name)
+            positions = await tasks.queue_positions(conn, [row])
+        outbox = Outbox()
+        record_task_change(outbox, row, positions)
+        outbox.emit(
+            TaskAvailable(job_name=job_full_name, room_id=room_id, task_id=row.id),
+            jobs_channel(job_full_name),
+        )
+        outbox.notify(job_notify_channel(job_full_name), row.id)
+        await ctx.dispatch(outbox)
+    headers = {
+        "Location": f"{request.scope.get('root_path', '')}/tasks/{row.id}",
+        "Retry-After": "1",
+    }
+    return PlainResponse(task_json(row, positions), status=202, headers=headers)
+
+
+async def _submit_internal(
+    ctx: AppContext, principal: Principal, room_id: str, job_full_name: str, body: TaskSubmit
+) -> Row:
+    """Insert the task already claimed (no worker will), then enqueue it on the broker."""
     outbox = Outbox()
     async with ctx.db.write() as conn:
         job = await visible_job(conn, room_id, job_full_name)
-        if is_internal:
-            require_internal_executor(ctx, job.full_name)
+        require_internal_executor(ctx, job.full_name)
         row = await tasks.insert_task(
             conn,
             job_id=job.id,
@@ -70,25 +104,11 @@ async def submit_task(request: PlainRequest) -> PlainResponse:
         )
         positions = await tasks.queue_positions(conn, [row])
         record_task_change(outbox, row, positions)
-        if is_internal:
-            # Claimed before enqueueing: the executor may start before we return.
-            row = await tasks.mark_claimed(conn, row.id)
-            positions = {}
-            record_task_change(outbox, row, positions)
-    if not is_internal:
-        outbox.emit(
-            TaskAvailable(job_name=job.full_name, room_id=room_id, task_id=row.id),
-            jobs_channel(job.full_name),
-        )
-        outbox.notify(job_notify_channel(job.full_name), row.id)
+        # Claimed before enqueueing: the executor may start before we return.
+        row = await tasks.mark_claimed(conn, row.id)
+        record_task_change(outbox, row, {})
     await ctx.dispatch(outbox)
-    if is_internal:
-        row = await dispatch_internal_task(ctx, row)
-    headers = {
-        "Location": f"{request.scope.get('root_path', '')}/tasks/{row.id}",
-        "Retry-After": "1",
-    }
-    return PlainResponse(task_json(row, positions), status=202, headers=headers)
+    return await dispatch_internal_task(ctx, row)
 
 
 async def _check_owned_worker(conn: AsyncConnection, principal: Principal, worker_id: str) -> None:
@@ -103,10 +123,12 @@ async def _claim_once(
     ctx: AppContext, worker_id: str, *, check_owner: Principal | None = None
 ) -> Row | None:
     async with ctx.db.write() as conn:
-        # The ownership check shares the claim's transaction: one round of the write lock.
-        if check_owner is not None:
+        # Ownership is part of the claim statement; only when nothing was claimed is the
+        # worker read, to tell "not yours" (403/404) from "nothing pending".
+        owner_id = check_owner.id if check_owner is not None else None
+        row = await tasks.claim_next(conn, worker_id, owner_id=owner_id)
+        if row is None and check_owner is not None:
             await _check_owned_worker(conn, check_owner, worker_id)
-        row = await tasks.claim_next(conn, worker_id)
     if row is not None:
         outbox = Outbox()
         record_task_change(outbox, row, {})
@@ -172,15 +194,6 @@ async def get_task(request: PlainRequest) -> PlainResponse:
     return PlainResponse(task_json(row, positions), headers=headers)
 
 
-def _may_update(principal: Principal, row: Row, target: TaskStatus) -> bool:
-    """``row`` carries ``worker_user_id`` (see ``tasks.get_task_with_owner``)."""
-    if principal.is_superuser:
-        return True
-    if target is TaskStatus.CANCELLED and row.created_by == principal.id:
-        return True
-    return row.worker_user_id is not None and row.worker_user_id == principal.id
-
-
 async def update_task(request: PlainRequest) -> PlainResponse:
     """``PATCH /tasks/{task_id}``: move a task along the state machine.
 
@@ -188,17 +201,8 @@ async def update_task(request: PlainRequest) -> PlainResponse:
     """
     principal = await request.principal()
     body = await request.json_body(TaskUpdate)
-
-    async def authorize(row: Row) -> None:
-        if not _may_update(principal, row, body.status):
-            raise forbidden("Only the claiming worker's owner or a superuser may update this task")
-
     row, positions = await set_task_status(
-        request.ctx,
-        request.path_params["task_id"],
-        body.status,
-        error=body.error,
-        authorize=authorize,
+        request.ctx, request.path_params["task_id"], body.status, error=body.error, actor=principal
     )
     return PlainResponse(task_json(row, positions))
 

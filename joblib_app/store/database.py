@@ -10,6 +10,7 @@ import zlib
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -411,8 +412,7 @@ class _CompiledStatements:
         results = [
             (index, process)
             for index, column in enumerate(columns)
-            if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
-            is not None
+            if (process := _result_processor(column.type, dialect)) is not None
         ]
         return _Plan(compiled, dialect, args, keys, row_class, results)
 
@@ -421,7 +421,33 @@ def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None
     # ``dialect_impl`` gives the type SQLAlchemy binds with on this dialect: a variant's
     # choice, or a TypeDecorator over the dialect's own impl, whose processor runs
     # ``process_bind_param`` and then the impl's.
+    if isinstance(type_, models.UTCDateTime):
+        return _utc_to_sqlite_text
     return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    if isinstance(type_, models.UTCDateTime):
+        return _sqlite_text_to_utc
+    return type_.dialect_impl(dialect).result_processor(dialect, None)
+
+
+# ``UTCDateTime`` on SQLite, as SQLAlchemy's processors store and read it (naive UTC text,
+# ``YYYY-MM-DD HH:MM:SS.ffffff``) with the C datetime functions instead of its format
+# string and regular expression: every task row carries three of them.
+def _utc_to_sqlite_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def _sqlite_text_to_utc(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class SyncConnection:

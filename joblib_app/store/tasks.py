@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import uuid
+from collections import namedtuple
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, literal_column, select, update
+from sqlalchemy import (
+    JSON,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from joblib_app.models import ACTIVE_STATUSES, TaskStatus, link_table, task_table, worker_table
+from joblib_app.models import (
+    ACTIVE_STATUSES,
+    TaskStatus,
+    UTCDateTime,
+    job_table,
+    link_table,
+    task_table,
+    worker_table,
+)
 from joblib_app.names import INTERNAL_ROOM
+from joblib_app.transitions import ALLOWED_TRANSITIONS
 
 _T = task_table.c
 TASK_COLUMNS = (
@@ -48,18 +70,22 @@ _GET_TASK_WITH_OWNER = (
 )
 
 
-def _claim_statement(dialect: str) -> Any:
-    candidate = (
-        select(_T.seq)
-        .where(
-            IS_PENDING,
-            _T.job_id.in_(
-                select(link_table.c.job_id).where(link_table.c.worker_id == bindparam("worker_id"))
-            ),
+def _claim_statement(dialect: str, *, owner_checked: bool) -> Any:
+    conditions = [
+        IS_PENDING,
+        _T.job_id.in_(
+            select(link_table.c.job_id).where(link_table.c.worker_id == bindparam("worker_id"))
+        ),
+    ]
+    if owner_checked:
+        # Uncorrelated: evaluated once, and no row is locked for a caller who is not the owner.
+        conditions.append(
+            exists().where(
+                worker_table.c.id == bindparam("worker_id"),
+                worker_table.c.user_id == bindparam("owner_id"),
+            )
         )
-        .order_by(_T.seq)
-        .limit(1)
-    )
+    candidate = select(_T.seq).where(*conditions).order_by(_T.seq).limit(1)
     if dialect == "postgresql":
         candidate = candidate.with_for_update(skip_locked=True)
     return (
@@ -70,9 +96,25 @@ def _claim_statement(dialect: str) -> Any:
     )
 
 
-_CLAIM = {"postgresql": _claim_statement("postgresql"), "other": _claim_statement("other")}
+_CLAIM = {
+    (dialect, owner_checked): _claim_statement(dialect, owner_checked=owner_checked)
+    for dialect in ("postgresql", "other")
+    for owner_checked in (False, True)
+}
 _INSERT_TASK = task_table.insert().returning(*TASK_COLUMNS)
 _TRANSITIONS: dict[tuple[TaskStatus, bool], Any] = {}
+
+
+def _transition_values(to_status: TaskStatus, with_error: bool) -> dict[str, Any]:
+    """The columns a move to ``to_status`` sets (``now``/``error`` bound at execution)."""
+    values: dict[str, Any] = {"status": to_status.value}
+    if to_status is TaskStatus.RUNNING:
+        values["started_at"] = bindparam("now")
+    if to_status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
+        values["completed_at"] = bindparam("now")
+    if with_error:
+        values["error"] = bindparam("error")
+    return values
 
 
 def _transition_statement(to_status: TaskStatus, with_error: bool) -> Any:
@@ -80,21 +122,79 @@ def _transition_statement(to_status: TaskStatus, with_error: bool) -> Any:
     key = (to_status, with_error)
     stmt = _TRANSITIONS.get(key)
     if stmt is None:
-        values: dict[str, Any] = {"status": to_status.value}
-        if to_status is TaskStatus.RUNNING:
-            values["started_at"] = bindparam("now")
-        if to_status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
-            values["completed_at"] = bindparam("now")
-        if with_error:
-            values["error"] = bindparam("error")
         stmt = (
             update(task_table)
             .where(_T.id == bindparam("task_id"), _T.status == bindparam("from_status"))
-            .values(**values)
+            .values(**_transition_values(to_status, with_error))
             .returning(*TASK_COLUMNS)
         )
         _TRANSITIONS[key] = stmt
     return stmt
+
+
+# Who may move a task, as SQL: anyone (superusers, the system), the owner of the claiming
+# worker, or that owner or the task's submitter (cancelling).
+ANY_ACTOR = "any"
+WORKER_OWNER = "owner"
+OWNER_OR_SUBMITTER = "owner-or-submitter"
+_GUARDED: dict[tuple[TaskStatus, bool, str], Any] = {}
+
+
+def _guarded_transition_statement(to_status: TaskStatus, with_error: bool, actor: str) -> Any:
+    """``UPDATE`` that applies only when allowed: by the transition table and by ``actor``."""
+    key = (to_status, with_error, actor)
+    stmt = _GUARDED.get(key)
+    if stmt is None:
+        sources = [s for s, targets in ALLOWED_TRANSITIONS.items() if to_status in targets]
+        # Correlated: one primary-key probe, however many workers the user has.
+        owned = (
+            exists()
+            .where(
+                worker_table.c.id == _T.worker_id,
+                worker_table.c.user_id == bindparam("actor_id"),
+            )
+            .correlate(task_table)
+        )
+        conditions = [
+            _T.id == bindparam("task_id"),
+            _T.status.in_([literal_column(f"'{s.value}'") for s in sources]),
+        ]
+        if actor == WORKER_OWNER:
+            conditions.append(owned)
+        elif actor == OWNER_OR_SUBMITTER:
+            conditions.append(or_(owned, _T.created_by == bindparam("actor_id")))
+        stmt = (
+            update(task_table)
+            .where(*conditions)
+            .values(**_transition_values(to_status, with_error))
+            .returning(*TASK_COLUMNS)
+        )
+        _GUARDED[key] = stmt
+    return stmt
+
+
+async def transition_if_allowed(
+    conn: AsyncConnection,
+    task_id: str,
+    *,
+    to_status: TaskStatus,
+    actor: str,
+    actor_id: str | None,
+    error: str | None,
+    now: datetime,
+) -> Row | None:
+    """Move the task in one statement if the transition table and ``actor`` allow it.
+
+    ``None`` says only that it did not happen (unknown task, refused, or not allowed from
+    the current status): the caller reads the row to answer the precise error.
+    """
+    if not any(to_status in targets for targets in ALLOWED_TRANSITIONS.values()):
+        return None
+    stmt = _guarded_transition_statement(to_status, error is not None, actor)
+    params = {"task_id": task_id, "actor_id": actor_id, "now": now}
+    if error is not None:
+        params["error"] = error
+    return (await conn.execute(stmt, params)).first()
 
 
 def _queue_positions_statement() -> Any:
@@ -113,6 +213,11 @@ def _queue_positions_statement() -> Any:
 
 
 _QUEUE_POSITIONS = _queue_positions_statement()
+_QUEUE_POSITION = (
+    select(func.count())
+    .select_from(task_table)
+    .where(_T.job_id == bindparam("job_id"), IS_PENDING, _T.seq <= bindparam("seq"))
+)
 
 
 async def insert_task(
@@ -138,6 +243,74 @@ async def insert_task(
     return (await conn.execute(_INSERT_TASK, params)).one()
 
 
+# A task row built from what was inserted, with the columns of ``TASK_COLUMNS``.
+TaskRow = namedtuple("TaskRow", [c.key for c in TASK_COLUMNS])  # type: ignore[misc]
+
+_J = job_table.c
+_SUBMIT_COLUMNS = ("id", "job_id", "job_name", "room_id", "status", "created_by", "payload")
+_SUBMIT = (
+    task_table.insert()
+    .from_select(
+        [*_SUBMIT_COLUMNS, "created_at"],
+        select(
+            bindparam("id"),
+            _J.id,
+            _J.full_name,
+            bindparam("room_id"),
+            literal_column("'pending'"),
+            bindparam("created_by"),
+            bindparam("payload", type_=JSON),
+            bindparam("created_at", type_=UTCDateTime),
+        ).where(_J.full_name == bindparam("job_name"), _J.is_deleted == false()),
+    )
+    .returning(_T.seq, _T.job_id)
+)
+
+
+async def submit_to_active_job(
+    conn: AsyncConnection,
+    *,
+    job_name: str,
+    room_id: str,
+    payload: dict[str, Any],
+    created_by: str,
+    now: datetime,
+) -> Any | None:
+    """Queue a task on the active job ``job_name`` in one statement; ``None`` if there is
+    no such job (or it is deleted).
+
+    The job lookup is the ``INSERT``'s own ``SELECT``, and only the generated ``seq`` comes
+    back: the rest of the row is what was inserted.
+    """
+    task_id = str(uuid.uuid4())
+    params = {
+        "id": task_id,
+        "room_id": room_id,
+        "created_by": created_by,
+        "payload": payload,
+        "created_at": now,
+        "job_name": job_name,
+    }
+    inserted = (await conn.execute(_SUBMIT, params)).first()
+    if inserted is None:
+        return None
+    return TaskRow(
+        seq=inserted.seq,
+        id=task_id,
+        job_id=inserted.job_id,
+        job_name=job_name,
+        room_id=room_id,
+        status=_PENDING,
+        worker_id=None,
+        error=None,
+        payload=payload,
+        created_by=created_by,
+        created_at=now,
+        started_at=None,
+        completed_at=None,
+    )
+
+
 async def get_task(conn: AsyncConnection, task_id: str) -> Row | None:
     return (await conn.execute(_GET_TASK, {"task_id": task_id})).first()
 
@@ -147,14 +320,20 @@ async def get_task_with_owner(conn: AsyncConnection, task_id: str) -> Row | None
     return (await conn.execute(_GET_TASK_WITH_OWNER, {"task_id": task_id})).first()
 
 
-async def claim_next(conn: AsyncConnection, worker_id: str) -> Row | None:
+async def claim_next(
+    conn: AsyncConnection, worker_id: str, *, owner_id: str | None = None
+) -> Row | None:
     """Claim the oldest pending task among the worker's jobs, in one statement.
 
+    With ``owner_id``, only if the worker belongs to that user (``None`` otherwise, as when
+    nothing is pending: the caller tells the two apart when it needs to).
     On PostgreSQL ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers take different rows
     instead of racing for one; SQLite runs one writer at a time and ignores the clause.
     """
-    stmt = _CLAIM["postgresql" if conn.dialect.name == "postgresql" else "other"]
-    return (await conn.execute(stmt, {"worker_id": worker_id})).first()
+    dialect = "postgresql" if conn.dialect.name == "postgresql" else "other"
+    stmt = _CLAIM[(dialect, owner_id is not None)]
+    params = {"worker_id": worker_id, "owner_id": owner_id}
+    return (await conn.execute(stmt, params)).first()
 
 
 async def mark_claimed(conn: AsyncConnection, task_id: str) -> Row | None:
@@ -179,7 +358,10 @@ async def transition(
 ) -> Row | None:
     """Compare-and-set the status; ``None`` when the task is no longer in ``from_status``."""
     stmt = _transition_statement(to_status, error is not None)
-    params = {"task_id": task_id, "from_status": from_status, "now": now, "error": error}
+    # Keys named after a column would be SET too: pass ``error`` only when setting it.
+    params = {"task_id": task_id, "from_status": from_status, "now": now}
+    if error is not None:
+        params["error"] = error
     return (await conn.execute(stmt, params)).first()
 
 
@@ -218,10 +400,16 @@ async def queue_positions(conn: AsyncConnection, rows: Sequence[Row]) -> dict[in
     Counts pending tasks of the same job that arrived no later, on the partial index of
     pending tasks, so the cost follows the queue ahead of each task, not the table.
     """
-    pending = [row.seq for row in rows if row.status == _PENDING]
+    pending = [row for row in rows if row.status == _PENDING]
     if not pending:
         return {}
-    result = await conn.execute(_QUEUE_POSITIONS, {"seqs": pending})
+    if len(pending) == 1:
+        # The common case (a submit, a single read) as a plain statement, without the list
+        # expansion that keeps the general query from being compiled once.
+        row = pending[0]
+        params = {"job_id": row.job_id, "seq": row.seq}
+        return {row.seq: (await conn.execute(_QUEUE_POSITION, params)).scalar_one()}
+    result = await conn.execute(_QUEUE_POSITIONS, {"seqs": [row.seq for row in pending]})
     return {seq: count for seq, count in result}
 
 
