@@ -25,7 +25,8 @@ from joblib_app.context import AppContext
 from joblib_app.internal.dispatch import ensure_internal_jobs
 from joblib_app.internal.executor import database_executor
 from joblib_app.internal.registry import InternalRegistry, register_internal_tasks
-from joblib_app.problems import install_problem_handlers
+from joblib_app.models import TaskStatus
+from joblib_app.problems import ProblemError, install_problem_handlers
 from joblib_app.providers.backend import ResultBackend
 from joblib_app.providers.memory import InMemoryResultBackend
 from joblib_app.providers.redis_backend import RedisResultBackend
@@ -33,6 +34,7 @@ from joblib_app.realtime.notifier import InProcessNotifier, Notifier, RedisNotif
 from joblib_app.realtime.socketio_server import create_socketio_server, install_handlers
 from joblib_app.store.database import Database
 from joblib_app.sweeper import run_sweeper
+from joblib_app.task_changes import set_task_status
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +157,8 @@ class JoblibApp:
             self._sweeper_stop.set()
             await self._sweeper_task
         if ctx.internal is not None:
+            if isinstance(self.broker, InMemoryBroker):
+                await self._finish_in_process_tasks()
             await self.broker.shutdown()
         close_backend = getattr(ctx.result_backend, "close", None)
         if close_backend is not None:
@@ -162,6 +166,43 @@ class JoblibApp:
         await ctx.notifier.stop()
         await self.db.dispose()
         logger.info("joblib-app stopped")
+
+    async def _finish_in_process_tasks(self) -> None:
+        """Let internal tasks running in this process finish, for a grace period.
+
+        Those still running then are failed, so that nobody waits on a task whose process
+        is gone (the sweeper would only notice after ``internal_task_timeout_seconds``).
+        """
+        ctx = self.context
+        grace = ctx.settings.internal_shutdown_grace_seconds
+        if ctx.running_internal:
+            logger.info(
+                "Waiting up to %g s for %d internal task(s) running in this process",
+                grace,
+                len(ctx.running_internal),
+            )
+        try:
+            # Shielded: on timeout stop waiting, without cancelling what is being waited on.
+            await asyncio.wait_for(asyncio.shield(self.broker.wait_all()), grace)
+        except TimeoutError:
+            left = sorted(ctx.running_internal)
+            logger.warning(
+                "Shutting down with %d internal task(s) still running after %g s; failing %s",
+                len(left),
+                grace,
+                ", ".join(left),
+            )
+            for task_id in left:
+                try:
+                    await set_task_status(
+                        ctx,
+                        task_id,
+                        TaskStatus.FAILED,
+                        error="The server shut down before the task finished",
+                    )
+                except ProblemError as exc:
+                    # It finished (or was cancelled) in the meantime: nothing to fail.
+                    logger.info("Internal task %s not failed at shutdown: %s", task_id, exc)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

@@ -32,6 +32,8 @@ class AppContext:
     sio: socketio.AsyncServer
     result_backend: ResultBackend
     internal: InternalRegistry | None = None
+    # Ids of the internal tasks this process is running itself (``database_executor``).
+    running_internal: set[str] = field(default_factory=set)
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def dispatch(self, outbox: Outbox) -> None:

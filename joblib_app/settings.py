@@ -40,6 +40,8 @@ class JobLibSettings(BaseSettings):
     max_request_body_bytes: int = 1_048_576
     max_provider_result_bytes: int = 64 * 1_048_576
     redis_operation_timeout_seconds: float = 2.0
+    # How long shutdown waits for internal tasks running inside the server process.
+    internal_shutdown_grace_seconds: float = 10.0
 
     @classmethod
     def settings_customise_sources(

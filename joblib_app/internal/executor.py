@@ -19,15 +19,23 @@ from joblib_app.config import InternalExecutor
 from joblib_app.context import AppContext
 from joblib_app.extension import Extension
 from joblib_app.models import TaskStatus
+from joblib_app.problems import ProblemError
 from joblib_app.task_changes import set_task_status
 
 logger = logging.getLogger(__name__)
 
 StatusReporter = Callable[[str, TaskStatus, str | None], Awaitable[None]]
+# Answers to a status report meaning the task is gone (404) or already finished (409).
+_NO_LONGER_OPEN = (404, 409)
 
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+class TaskNoLongerOpen(Exception):
+    """The server refused a status report because the task is gone or already finished
+    (the sweeper failed it, a user cancelled it, the server shut down)."""
 
 
 async def run_and_report(
@@ -36,28 +44,51 @@ async def run_and_report(
     task_id: str,
     report: StatusReporter,
 ) -> None:
-    """Running → ``run()`` → completed, or failed with the error text."""
-    await report(task_id, TaskStatus.RUNNING, None)
+    """Running → ``run()`` → completed, or failed with the error text.
+
+    A task the server no longer lets us move to running is not run at all; one finished
+    elsewhere while ``run()`` ran keeps the outcome it has. Both are logged, not raised:
+    nothing is wrong with this worker.
+    """
+    name = extension_cls.__name__
+    try:
+        await report(task_id, TaskStatus.RUNNING, None)
+    except TaskNoLongerOpen as exc:
+        logger.warning("Internal task %s (%s) not run: %s", task_id, name, exc)
+        return
+    outcome, error = TaskStatus.COMPLETED, None
     try:
         extension = extension_cls.model_validate(payload)
         await asyncio.to_thread(extension.run, None)
     except Exception as exc:
-        logger.warning("Internal task %s (%s) failed: %s", task_id, extension_cls.__name__, exc)
-        await report(task_id, TaskStatus.FAILED, _error_text(exc))
-        return
-    await report(task_id, TaskStatus.COMPLETED, None)
+        logger.warning("Internal task %s (%s) failed: %s", task_id, name, exc)
+        outcome, error = TaskStatus.FAILED, _error_text(exc)
+    try:
+        await report(task_id, outcome, error)
+    except TaskNoLongerOpen as exc:
+        logger.warning("Internal task %s (%s) ran; it was finished already: %s", task_id, name, exc)
 
 
 def database_executor(ctx: AppContext) -> InternalExecutor:
     """An executor for tasks run inside the server process: it writes to the database."""
 
     async def report(task_id: str, status: TaskStatus, error: str | None) -> None:
-        await set_task_status(ctx, task_id, status, error=error)
+        try:
+            await set_task_status(ctx, task_id, status, error=error)
+        except ProblemError as exc:
+            if exc.status in _NO_LONGER_OPEN:
+                raise TaskNoLongerOpen(exc.detail) from exc
+            raise
 
     async def execute(
         extension_cls: type[Extension], payload: dict[str, Any], room_id: str, task_id: str
     ) -> None:
-        await run_and_report(extension_cls, payload, task_id, report)
+        # Known to the app's shutdown, which fails what is still running past its grace.
+        ctx.running_internal.add(task_id)
+        try:
+            await run_and_report(extension_cls, payload, task_id, report)
+        finally:
+            ctx.running_internal.discard(task_id)
 
     return execute
 
@@ -97,6 +128,8 @@ def rest_executor(
         if error is not None:
             body["error"] = error
         response = await client_of_this_loop().patch(f"{root}/tasks/{task_id}", json=body)
+        if response.status_code in _NO_LONGER_OPEN:
+            raise TaskNoLongerOpen(f"{response.status_code} {response.text}")
         response.raise_for_status()
 
     async def execute(
