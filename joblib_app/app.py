@@ -17,7 +17,7 @@ from joblib_app.api import jobs as jobs_api
 from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
-from joblib_app.api.plain import PlainRouter
+from joblib_app.api.plain import PlainRouter, document_routes
 from joblib_app.api.task_routes import TASK_ROUTES
 from joblib_app.body_limit import BodySizeLimit
 from joblib_app.config import JoblibConfig
@@ -102,6 +102,7 @@ class JoblibApp:
         self._asgi = BodySizeLimit(self.api, self._body_limit)
         # The per-task endpoints bypass FastAPI's per-request machinery (see api.plain).
         self._plain = PlainRouter(TASK_ROUTES, self.context)
+        document_routes(self.api, TASK_ROUTES, tag="tasks")
 
         self._started = False
         self._start_lock: asyncio.Lock | None = None

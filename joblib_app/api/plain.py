@@ -10,14 +10,17 @@ bodies. Everything else is served by the FastAPI app.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
@@ -133,14 +136,66 @@ Handler = Callable[[PlainRequest], Awaitable[PlainResponse]]
 @dataclass(frozen=True, slots=True)
 class PlainRoute:
     method: str
+    path: str
     pattern: re.Pattern[str]
     handler: Handler
+    # For the OpenAPI document only: what the route reads and answers.
+    body: type[BaseModel] | None
+    response: type[BaseModel]
+    status: int
 
 
-def route(method: str, path: str, handler: Handler) -> PlainRoute:
+def route(
+    method: str,
+    path: str,
+    handler: Handler,
+    *,
+    response: type[BaseModel],
+    body: type[BaseModel] | None = None,
+    status: int = 200,
+) -> PlainRoute:
     """``path`` uses ``{name}`` for one path segment, as FastAPI's routes do."""
     regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-    return PlainRoute(method, re.compile(f"^{regex}$"), handler)
+    return PlainRoute(method, path, re.compile(f"^{regex}$"), handler, body, response, status)
+
+
+def document_routes(api: FastAPI, routes: Sequence[PlainRoute], tag: str) -> None:
+    """Add ``routes`` to ``api``'s OpenAPI document, which only knows FastAPI's own routes."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        schema = generate()
+        models = {m for r in routes for m in (r.body, r.response) if m is not None}
+        refs, definitions = models_json_schema(
+            [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(definitions.get("$defs", {}))
+        for r in routes:
+            doc = inspect.getdoc(r.handler) or ""
+            answer = {"application/json": {"schema": refs[(r.response, "validation")]}}
+            operation: dict[str, Any] = {
+                "tags": [tag],
+                "summary": doc.split("\n", 1)[0],
+                "description": doc,
+                "operationId": r.handler.__name__,
+                "parameters": [
+                    {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for n in r.pattern.groupindex
+                ],
+                "responses": {str(r.status): {"description": "OK", "content": answer}},
+            }
+            if r.body is not None:
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": refs[(r.body, "validation")]}},
+                }
+            schema.setdefault("paths", {}).setdefault(r.path, {})[r.method.lower()] = operation
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def route_path(scope: Scope) -> str:

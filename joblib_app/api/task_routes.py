@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from joblib_app.api.deps import format_seconds, parse_prefer_wait
 from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
 from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
-from joblib_app.api.schemas import ClaimRequest, TaskSubmit, TaskUpdate
+from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
 from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
@@ -208,8 +208,15 @@ async def update_task(request: PlainRequest) -> PlainResponse:
 
 
 TASK_ROUTES: list[PlainRoute] = [
-    route("POST", "/rooms/{room_id}/tasks/{job_full_name}", submit_task),
-    route("POST", "/tasks/claim", claim_task),
-    route("GET", "/tasks/{task_id}", get_task),
-    route("PATCH", "/tasks/{task_id}", update_task),
+    route(
+        "POST",
+        "/rooms/{room_id}/tasks/{job_full_name}",
+        submit_task,
+        body=TaskSubmit,
+        response=TaskOut,
+        status=202,
+    ),
+    route("POST", "/tasks/claim", claim_task, body=ClaimRequest, response=ClaimResponse),
+    route("GET", "/tasks/{task_id}", get_task, response=TaskOut),
+    route("PATCH", "/tasks/{task_id}", update_task, body=TaskUpdate, response=TaskOut),
 ]

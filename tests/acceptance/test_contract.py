@@ -656,3 +656,24 @@ async def test_deleting_a_worker_fails_its_tasks_and_soft_deletes_orphan_jobs(ap
         assert_problem(await api.request("GET", f"/rooms/{room}/jobs/{gone}"), 404)
     workers = (await api.request("GET", "/workers", params={"limit": 500})).json()["items"]
     assert worker not in {w["id"] for w in workers}
+
+
+async def test_openapi_documents_every_task_route(api: Api) -> None:
+    """The per-task routes are plain ASGI routes; the OpenAPI document still has them."""
+    response = await api.request("GET", "/openapi.json", None)
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert "post" in paths["/rooms/{room_id}/tasks/{job_full_name}"]
+    assert "post" in paths["/tasks/claim"]
+    assert {"get", "patch"} <= set(paths["/tasks/{task_id}"])
+    submit = paths["/rooms/{room_id}/tasks/{job_full_name}"]["post"]
+    assert "202" in submit["responses"]
+    schemas = response.json()["components"]["schemas"]
+    assert {"TaskOut", "TaskSubmit", "ClaimRequest", "ClaimResponse", "TaskUpdate"} <= set(schemas)
+
+
+async def test_unsupported_method_on_a_task_route_is_405(api: Api) -> None:
+    response = await api.request("DELETE", "/tasks/some-task")
+    body = assert_problem(response, 405)
+    assert body["status"] == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "PATCH"}
