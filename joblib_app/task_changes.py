@@ -55,15 +55,16 @@ async def set_task_status(
     itself (internal executors, enqueue failures), which is not checked.
 
     The common case is one guarded ``UPDATE`` (transition table and authorisation in its
-    ``WHERE``). When it changes nothing, the row is read in the same transaction to answer
-    the precise error (404, 403, 409) or, if the task changed in between, to try again
-    with compare-and-set on the status it now has; so the transition table holds under any
-    interleaving.
+    ``WHERE``). When it changes nothing, the row is read to answer the precise error (404,
+    403, 409) or, if the task changed in between, to try again with compare-and-set on the
+    status it now has; so the transition table holds under any interleaving.
     """
     rule = _actor_rule(actor, target)
     actor_id = actor.id if actor is not None else None
     while True:
-        async with ctx.db.write() as conn:
+        # Each statement is correct on its own: the guarded update applies atomically or
+        # not at all, and a change between the read and the compare-and-set loops again.
+        async with ctx.db.autocommit() as conn:
             now = utcnow()
             updated = await tasks.transition_if_allowed(
                 conn,

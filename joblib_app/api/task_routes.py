@@ -58,7 +58,9 @@ async def submit_task(request: PlainRequest) -> PlainResponse:
         row = await _submit_internal(ctx, principal, room_id, job_full_name, body)
     else:
         check_visible_name(room_id, job_full_name)
-        async with ctx.db.write() as conn:
+        # One atomic INSERT (it checks the job is active), then a count: no transaction
+        # needed around them on PostgreSQL.
+        async with ctx.db.autocommit() as conn:
             row = await tasks.submit_to_active_job(
                 conn,
                 job_name=job_full_name,
@@ -122,7 +124,8 @@ async def _check_owned_worker(conn: AsyncConnection, principal: Principal, worke
 async def _claim_once(
     ctx: AppContext, worker_id: str, *, check_owner: Principal | None = None
 ) -> Row | None:
-    async with ctx.db.write() as conn:
+    # The claim is one atomic statement; the owner check after it only reads.
+    async with ctx.db.autocommit() as conn:
         # Ownership is part of the claim statement; only when nothing was claimed is the
         # worker read, to tell "not yours" (403/404) from "nothing pending".
         owner_id = check_owner.id if check_owner is not None else None

@@ -736,6 +736,16 @@ class Database:
             if self.is_sqlite and self._owns_engine and url and _is_sqlite_file(url)
             else None
         )
+        self._autocommit_engine: AsyncEngine | None = None
+        if self.dialect == "postgresql":
+            if self._owns_engine and url is not None:
+                # A pool of its own: its connections are in autocommit from the start, so
+                # the pre-ping is one round trip, not BEGIN, ping and ROLLBACK.
+                self._autocommit_engine = create_async_engine(
+                    url, isolation_level="AUTOCOMMIT", **_engine_options(url)
+                )
+            else:
+                self._autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -773,6 +783,22 @@ class Database:
                 async with conn.begin():
                     yield conn
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for changes whose statements are each correct on their own.
+
+        On PostgreSQL every statement commits by itself (no ``BEGIN``/``COMMIT`` round
+        trips): for the per-task writes, whose one statement either applies atomically or
+        changes nothing, and whose follow-up reads tolerate a change in between. Elsewhere
+        it is :meth:`write`, so the block is one transaction.
+        """
+        if self._autocommit_engine is None:
+            async with self.write() as conn:
+                yield conn
+            return
+        async with self._autocommit_engine.connect() as conn:
+            yield conn
+
     async def serialize_across_processes(self, conn: AsyncConnection, name: str) -> None:
         """Hold a PostgreSQL advisory lock named ``name`` until ``conn``'s transaction ends.
 
@@ -795,6 +821,8 @@ class Database:
         if self._in_loop is not None:
             self._in_loop.dispose()
         if self._owns_engine:
+            if self._autocommit_engine is not None:
+                await self._autocommit_engine.dispose()
             await self.engine.dispose()
 
 
