@@ -165,7 +165,12 @@ async def _run_plan(plan: Plan, go_at: float) -> tuple[int, int, float]:
 
 
 def _client_process(plan: Plan, go_at: float, out: mp.Queue) -> None:
-    out.put(asyncio.run(_run_plan(plan, go_at)))
+    try:
+        out.put(asyncio.run(_run_plan(plan, go_at)))
+    except Exception as exc:
+        # Handed to the parent, which would otherwise wait for a result that never comes.
+        out.put(exc)
+        raise
 
 
 @dataclass
@@ -185,6 +190,9 @@ def run_load(plans: list[Plan], server: ServerProcess) -> Measure:
         proc.start()
     cpu0 = server_cpu_seconds(server)
     results = [out.get(timeout=120) for _ in procs]
+    for result in results:
+        if isinstance(result, Exception):
+            raise RuntimeError(f"a client process failed: {result}") from result
     cpu = server_cpu_seconds(server) - cpu0
     for proc in procs:
         proc.join(timeout=30)
@@ -314,7 +322,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--prefill", type=int, default=6000, help="queue size for prefilled")
+    parser.add_argument("--prefill", type=int, default=20000, help="queue size for prefilled")
     parser.add_argument("--client-processes", type=int, default=1)
     parser.add_argument(
         "--client",

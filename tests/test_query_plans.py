@@ -19,8 +19,20 @@ from tests.acceptance.support import database
 PENDING_INDEX = "ix_joblib_task_pending"
 
 
-async def _plan(db: Database, statement: object, params: dict[str, object]) -> str:
-    """The database's plan for ``statement`` as the store runs it (bound parameters)."""
+async def _plan(
+    db: Database,
+    statement: object,
+    params: dict[str, object],
+    *,
+    realistic: bool = False,
+    cache_mode: str = "force_generic_plan",
+) -> str:
+    """The database's plan for ``statement`` as the store runs it (bound parameters).
+
+    On PostgreSQL a prepared statement's plan, generic by default (bound values unknown to
+    the planner); unless ``realistic``, with sequential scans disabled, which asks whether
+    an index *can* serve rather than whether it will.
+    """
     # The engine itself (not the store's in-loop SQLite path): plain driver SQL on both.
     async with db.engine.connect() as conn:
         compiled = statement.compile(dialect=conn.dialect)  # type: ignore[attr-defined]
@@ -28,11 +40,9 @@ async def _plan(db: Database, statement: object, params: dict[str, object]) -> s
         sql = expanded.statement
         args = tuple(expanded.parameters[name] for name in expanded.positiontup or ())
         if db.dialect == "postgresql":
-            # Tiny tables make a sequential scan cheapest; ask whether the index *can* serve,
-            # in the generic plan that a prepared statement ends up with (bound values
-            # unknown to the planner).
-            await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-            await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            if not realistic:
+                await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            await conn.exec_driver_sql(f"SET LOCAL plan_cache_mode = {cache_mode}")
             await conn.exec_driver_sql("PREPARE joblib_plan_probe AS " + sql)
             values = ", ".join(_sql_literal(a) for a in args)
             probe = "EXPLAIN EXECUTE joblib_plan_probe" + (f"({values})" if args else "")
@@ -67,11 +77,49 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.mark.parametrize("owner_checked", [False, True])
-async def test_claim_searches_the_pending_index(db: Database, owner_checked: bool) -> None:
-    dialect = "postgresql" if db.dialect == "postgresql" else "other"
-    statement = tasks._CLAIM[(dialect, owner_checked)]
+async def test_sqlite_claim_searches_the_pending_index(db: Database, owner_checked: bool) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite's claim statement")
+    statement = tasks._CLAIM[owner_checked]
     plan = await _plan(db, statement, {"worker_id": "w", "owner_id": "u"})
     assert PENDING_INDEX in plan, plan
+
+
+async def test_postgres_claim_walks_the_pending_index_of_a_deep_queue(db: Database) -> None:
+    """A young table with a deep queue behind finished tasks, statistics up to date, no
+    planner switches: the case where a plain ``ORDER BY seq`` makes PostgreSQL walk the
+    primary key past the finished tasks (with the values known; a generic plan, not
+    knowing the LIMIT, happens to choose well)."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    rows = """INSERT INTO joblib_task (id, job_id, job_name, room_id, status, created_by,
+        payload, created_at) SELECT gen_random_uuid()::text, '{job}', 'r:modifiers:{job}',
+        'r', '{status}', 'u', '{{}}', now() FROM generate_series(1, {n})"""
+    async with db.engine.begin() as conn:
+        # Finished tasks first, then other queues, then this worker's: seq order is
+        # arrival order, as in a real table.
+        await conn.exec_driver_sql(rows.format(job="j", status="completed", n=19000))
+        await conn.exec_driver_sql(rows.format(job="other", status="pending", n=20000))
+        await conn.exec_driver_sql(rows.format(job="k", status="pending", n=5000))
+        await conn.exec_driver_sql(rows.format(job="j", status="pending", n=20000))
+        await conn.exec_driver_sql(
+            "INSERT INTO joblib_worker_job (worker_id, job_id) VALUES ('w', 'j'), ('w', 'k')"
+        )
+        await conn.exec_driver_sql("ANALYZE")
+    for cache_mode in ("force_custom_plan", "force_generic_plan"):
+        plan = await _plan(
+            db,
+            tasks._CLAIM_POSTGRES[True],
+            {"worker_id": "w", "owner_id": "u"},
+            realistic=True,
+            cache_mode=cache_mode,
+        )
+        assert PENDING_INDEX in plan, plan
+        lines = plan.splitlines()
+        for number, line in enumerate(lines):
+            if "joblib_task_pkey" in line:
+                # Only the final lookup of the chosen row by its key, never a walk in order.
+                assert "Index Cond: (seq =" in lines[number + 1], plan
 
 
 async def test_queue_position_counts_on_the_pending_index(db: Database) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     Row,
     and_,
+    any_,
     bindparam,
     exists,
     false,
@@ -19,8 +20,10 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -70,7 +73,8 @@ _GET_TASK_WITH_OWNER = (
 )
 
 
-def _claim_statement(dialect: str, *, owner_checked: bool) -> Any:
+def _claim_statement(*, owner_checked: bool) -> Any:
+    """SQLite's claim: one ``UPDATE ... WHERE seq = (oldest pending of the worker's jobs)``."""
     conditions = [
         IS_PENDING,
         _T.job_id.in_(
@@ -78,7 +82,7 @@ def _claim_statement(dialect: str, *, owner_checked: bool) -> Any:
         ),
     ]
     if owner_checked:
-        # Uncorrelated: evaluated once, and no row is locked for a caller who is not the owner.
+        # Uncorrelated: evaluated once.
         conditions.append(
             exists().where(
                 worker_table.c.id == bindparam("worker_id"),
@@ -86,8 +90,6 @@ def _claim_statement(dialect: str, *, owner_checked: bool) -> Any:
             )
         )
     candidate = select(_T.seq).where(*conditions).order_by(_T.seq).limit(1)
-    if dialect == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
     return (
         update(task_table)
         .where(_T.seq == candidate.scalar_subquery(), IS_PENDING)
@@ -96,10 +98,55 @@ def _claim_statement(dialect: str, *, owner_checked: bool) -> Any:
     )
 
 
-_CLAIM = {
-    (dialect, owner_checked): _claim_statement(dialect, owner_checked=owner_checked)
-    for dialect in ("postgresql", "other")
-    for owner_checked in (False, True)
+def _claim_postgres_statement(*, owner_checked: bool) -> Any:
+    """PostgreSQL's claim: the oldest of the heads of the worker's job queues.
+
+    Each head comes from a ``LATERAL`` subquery with ``FOR UPDATE SKIP LOCKED``, so
+    concurrent claimers take different rows instead of waiting for one another. The head
+    is asked for as ``job_id = ANY(ARRAY[job])`` ordered by ``(job_id, seq)``: only the
+    pending index gives that order. Written plainly (``job_id = x ORDER BY seq``), the
+    planner may walk the primary key in ``seq`` order instead, past every older task of
+    the table: measured 9 to 20 ms a claim with 20,000 tasks queued behind finished ones,
+    against under 1 ms this way.
+    """
+    queued = task_table.alias("queued")
+    head = (
+        select(queued.c.seq)
+        .where(
+            queued.c.job_id == any_(postgresql.array([link_table.c.job_id])),
+            queued.c.status == literal_column("'pending'"),
+        )
+        .order_by(queued.c.job_id, queued.c.seq)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .lateral("head")
+    )
+    conditions = [link_table.c.worker_id == bindparam("worker_id")]
+    if owner_checked:
+        conditions.append(
+            exists().where(
+                worker_table.c.id == bindparam("worker_id"),
+                worker_table.c.user_id == bindparam("owner_id"),
+            )
+        )
+    oldest = (
+        select(head.c.seq)
+        .select_from(link_table.join(head, true()))
+        .where(*conditions)
+        .order_by(head.c.seq)
+        .limit(1)
+    )
+    return (
+        update(task_table)
+        .where(_T.seq == oldest.scalar_subquery(), IS_PENDING)
+        .values(status=TaskStatus.CLAIMED.value, worker_id=bindparam("worker_id"))
+        .returning(*TASK_COLUMNS)
+    )
+
+
+_CLAIM = {checked: _claim_statement(owner_checked=checked) for checked in (False, True)}
+_CLAIM_POSTGRES = {
+    checked: _claim_postgres_statement(owner_checked=checked) for checked in (False, True)
 }
 _INSERT_TASK = task_table.insert().returning(*TASK_COLUMNS)
 _TRANSITIONS: dict[tuple[TaskStatus, bool], Any] = {}
@@ -323,15 +370,15 @@ async def get_task_with_owner(conn: AsyncConnection, task_id: str) -> Row | None
 async def claim_next(
     conn: AsyncConnection, worker_id: str, *, owner_id: str | None = None
 ) -> Row | None:
-    """Claim the oldest pending task among the worker's jobs, in one statement.
+    """Claim the oldest pending task among the worker's jobs.
 
     With ``owner_id``, only if the worker belongs to that user (``None`` otherwise, as when
     nothing is pending: the caller tells the two apart when it needs to).
-    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` makes concurrent claimers take different rows
-    instead of racing for one; SQLite runs one writer at a time and ignores the clause.
+    One statement on both databases: SQLite runs one writer at a time; for PostgreSQL see
+    :func:`_claim_postgres_statement`.
     """
-    dialect = "postgresql" if conn.dialect.name == "postgresql" else "other"
-    stmt = _CLAIM[(dialect, owner_id is not None)]
+    postgres = conn.dialect.name == "postgresql"
+    stmt = (_CLAIM_POSTGRES if postgres else _CLAIM)[owner_id is not None]
     params = {"worker_id": worker_id, "owner_id": owner_id}
     return (await conn.execute(stmt, params)).first()
 

@@ -186,7 +186,7 @@ async def test_store_task_cycle_matches_sqlalchemy(db: Database) -> None:
         claimed = [await tasks.claim_next(conn, worker.id) for _ in range(2)]
         assert [row.id for row in claimed] == [inserted[0].id, inserted[1].id]
         assert all(row.status == "claimed" and row.worker_id == worker.id for row in claimed)
-        stmt = tasks._CLAIM[("other", False)]
+        stmt = tasks._CLAIM[False]
         assert plan_of(conn, stmt, {"worker_id": worker.id}) is not None
 
         for row in claimed:
