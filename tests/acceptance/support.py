@@ -7,7 +7,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 from sqlalchemy import text
@@ -98,19 +98,35 @@ def unique(prefix: str = "j") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
-class Api:
-    """A thin async client bound to one server; ``as_(token)`` picks the caller."""
+def auth(token: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``extra`` headers plus a bearer ``token``; ``None`` sends no Authorization at all."""
+    headers = dict(extra or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
-    def __init__(self, client: httpx.AsyncClient, server: ServerProcess) -> None:
+
+class Served(Protocol):
+    """All :class:`BaseApi` needs of a server: the URL the joblib app is mounted at."""
+
+    @property
+    def base(self) -> str: ...
+
+
+# Generic so that each suite's tests see their own server type (and its extras) on ``server``.
+ServerT = TypeVar("ServerT", bound=Served)
+
+
+class BaseApi(Generic[ServerT]):
+    """A thin async HTTP client bound to one server; each call's ``token`` picks the caller."""
+
+    def __init__(self, client: httpx.AsyncClient, server: ServerT) -> None:
         self.client = client
         self.server = server
         self.base = server.base
 
-    def headers(self, token: str | None, extra: Mapping[str, str] | None = None) -> dict:
-        headers = dict(extra or {})
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return headers
+    def headers(self, token: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return auth(token, extra)
 
     async def request(
         self,
@@ -136,6 +152,10 @@ class Api:
         response = await self.request("POST", "/workers", token)
         assert response.status_code == 201, response.text
         return response.json()["id"]
+
+
+class Api(BaseApi[ServerProcess]):
+    """The REST client of the job and task tests."""
 
     async def register(
         self,

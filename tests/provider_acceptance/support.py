@@ -24,6 +24,7 @@ import httpx
 import redis
 import socketio
 
+from tests.acceptance.support import BaseApi, auth
 from tests.server import ServerProcess, free_port
 from tests.services import delete_redis_prefix
 
@@ -54,13 +55,6 @@ def new_room() -> str:
 
 def unique(prefix: str = "p") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def auth(token: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    headers = dict(extra or {})
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
 
 
 def assert_problem(response: httpx.Response, status: int, kind: str | None = None) -> dict:
@@ -157,38 +151,8 @@ def serve(
                 delete_redis_prefix(redis_url, prefix)
 
 
-class Api:
-    """A thin async HTTP client bound to one server."""
-
-    def __init__(self, client: httpx.AsyncClient, server: ProviderServer) -> None:
-        self.client = client
-        self.server = server
-        self.base = server.base
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        token: str | None = ALICE,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-    ) -> httpx.Response:
-        return await self.client.request(
-            method,
-            self.base + path,
-            json=json,
-            params=params,
-            content=content,
-            headers=auth(token, headers),
-        )
-
-    async def create_worker(self, token: str = ALICE) -> str:
-        response = await self.request("POST", "/workers", token)
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
+class Api(BaseApi[ProviderServer]):
+    """The REST client of the provider tests."""
 
     async def put_provider(
         self,
