@@ -48,6 +48,13 @@ def module_redis_prefix() -> Iterator[tuple[str, str]]:
     delete_redis_prefix(url, prefix)
 
 
+@pytest.fixture
+async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on the ``server`` fixture of the requesting module (each defines its own)."""
+    async with httpx.AsyncClient(base_url=server.base, timeout=20) as client:
+        yield client
+
+
 class RoomEvents:
     """A Socket.IO client following ``room:{room_id}``, recording ``task_status_event``."""
 

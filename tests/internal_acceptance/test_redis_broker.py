@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -55,12 +55,6 @@ def worker(
     instance = TaskiqWorker(server, redis_url, prefix, log)
     yield instance
     instance.stop()
-
-
-@pytest.fixture
-async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base, timeout=20) as client:
-        yield client
 
 
 async def test_worker_process_runs_task_to_completion(
