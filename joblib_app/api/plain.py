@@ -214,12 +214,14 @@ class PlainRouter:
 
     def match(self, scope: Scope) -> Callable[[Receive, Send], Awaitable[None]] | None:
         path = route_path(scope)
+        # As Starlette does: HEAD is served by the GET route (the server drops the body).
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
         allowed: list[str] = []
         for candidate in self.routes:
             found = candidate.pattern.match(path)
             if found is None:
                 continue
-            if candidate.method != scope["method"]:
+            if candidate.method != method:
                 allowed.append(candidate.method)
                 continue
             return functools.partial(self._serve, candidate.handler, scope, found.groupdict())

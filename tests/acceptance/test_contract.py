@@ -677,3 +677,13 @@ async def test_unsupported_method_on_a_task_route_is_405(api: Api) -> None:
     body = assert_problem(response, 405)
     assert body["status"] == 405
     assert set(response.headers["allow"].split(", ")) == {"GET", "PATCH"}
+
+
+async def test_head_of_a_task_is_answered_like_get(api: Api) -> None:
+    room = new_room()
+    job = await api.register(room, "head")
+    task = await api.submit(room, job["full_name"])
+    response = await api.request("HEAD", f"/tasks/{task['id']}")
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["content-type"] == "application/json"
