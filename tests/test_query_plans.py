@@ -7,6 +7,7 @@ bound values are unknown: the pending condition must be a literal for the index 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -60,6 +61,16 @@ def _sql_literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+@contextlib.asynccontextmanager
+async def _opened(url: str) -> AsyncIterator[Database]:
+    db = Database(url=url)
+    await db.create_tables()
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with database(request.param, tmp_path) as url:
@@ -68,30 +79,39 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    db = Database(url=database_url)
-    await db.create_tables()
-    try:
+    async with _opened(database_url) as db:
         yield db
-    finally:
-        await db.dispose()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    async with _opened(f"sqlite+aiosqlite:///{tmp_path / 'plans.db'}") as db:
+        yield db
+
+
+@pytest.fixture
+async def postgres_db(postgres_url: str) -> AsyncIterator[Database]:
+    async with _opened(postgres_url) as db:
+        yield db
 
 
 @pytest.mark.parametrize("owner_checked", [False, True])
-async def test_sqlite_claim_searches_the_pending_index(db: Database, owner_checked: bool) -> None:
-    if db.dialect != "sqlite":
-        pytest.skip("SQLite's claim statement")
+async def test_sqlite_claim_searches_the_pending_index(
+    sqlite_db: Database, owner_checked: bool
+) -> None:
     statement = tasks._CLAIM[owner_checked]
-    plan = await _plan(db, statement, {"worker_id": "w", "owner_id": "u"})
+    plan = await _plan(sqlite_db, statement, {"worker_id": "w", "owner_id": "u"})
     assert PENDING_INDEX in plan, plan
 
 
-async def test_postgres_claim_walks_the_pending_index_of_a_deep_queue(db: Database) -> None:
+async def test_postgres_claim_walks_the_pending_index_of_a_deep_queue(
+    postgres_db: Database,
+) -> None:
     """A young table with a deep queue behind finished tasks, statistics up to date, no
     planner switches: the case where a plain ``ORDER BY seq`` makes PostgreSQL walk the
     primary key past the finished tasks (with the values known; a generic plan, not
     knowing the LIMIT, happens to choose well)."""
-    if db.dialect != "postgresql":
-        pytest.skip("PostgreSQL's planner")
+    db = postgres_db
     rows = """INSERT INTO joblib_task (id, job_id, job_name, room_id, status, created_by,
         payload, created_at) SELECT gen_random_uuid()::text, '{job}', 'r:modifiers:{job}',
         'r', '{status}', 'u', '{{}}', now() FROM generate_series(1, {n})"""
