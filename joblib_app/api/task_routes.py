@@ -124,10 +124,9 @@ async def _check_owned_worker(conn: AsyncConnection, principal: Principal, worke
 async def _claim_once(
     ctx: AppContext, worker_id: str, *, check_owner: Principal | None = None
 ) -> Row | None:
-    # The claim is one atomic statement; the owner check after it only reads.
+    # The claim is one atomic statement, which checks the owner too; only when nothing was
+    # claimed is the worker read, to tell "not yours" (403/404) from "nothing pending".
     async with ctx.db.autocommit() as conn:
-        # Ownership is part of the claim statement; only when nothing was claimed is the
-        # worker read, to tell "not yours" (403/404) from "nothing pending".
         owner_id = check_owner.id if check_owner is not None else None
         row = await tasks.claim_next(conn, worker_id, owner_id=owner_id)
         if row is None and check_owner is not None:
