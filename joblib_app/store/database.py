@@ -749,10 +749,20 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection inside a transaction that is rolled back at the end."""
+        """A connection for queries; nothing it does is kept.
+
+        On PostgreSQL its statements run in autocommit. Inside a READ COMMITTED transaction
+        each statement sees what was committed before it began, which is exactly what an
+        autocommit statement sees; without the transaction a read saves the round trips of
+        BEGIN and ROLLBACK, and of the pre-ping's own BEGIN and ROLLBACK.
+        """
         if self._in_loop is not None:
             async with self._in_loop.read() as conn:
                 yield conn  # type: ignore[misc]
+            return
+        if self._autocommit_engine is not None:
+            async with self._autocommit_engine.connect() as conn:
+                yield conn
             return
         async with self.engine.connect() as conn:
             async with conn.begin():
