@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from joblib_app.problems import problem_response, too_large_problem
+from joblib_app.problems import problem_error_response, too_large_problem
 
 
 class BodySizeLimit:
@@ -23,14 +23,7 @@ class BodySizeLimit:
         limit = self.limit_for(scope)
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                problem = too_large_problem(limit)
-                response = problem_response(
-                    problem.status,
-                    problem.kind,
-                    problem.title,
-                    problem.detail,
-                    instance=scope.get("path"),
-                )
+                response = problem_error_response(too_large_problem(limit), scope.get("path"))
                 await response(scope, receive, send)
                 return
         received = 0

@@ -119,17 +119,33 @@ def _kind_for_status(status: int) -> str:
         return "error"
 
 
-async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
+def problem_error_response(exc: ProblemError, instance: str | None) -> JSONResponse:
+    """The problem+json answer of ``exc`` (its headers, and ``errors`` for a 422)."""
     return problem_response(
         exc.status,
         exc.kind,
         exc.title,
         exc.detail,
-        instance=request.url.path,
+        instance=instance,
         headers=exc.headers,
         extra={"errors": exc.errors} if exc.errors is not None else None,
     )
+
+
+def internal_error_response(instance: str | None) -> JSONResponse:
+    """The ``500`` answer of an unhandled error (its traceback goes to the log)."""
+    return problem_response(
+        500,
+        "internal-error",
+        "Internal server error",
+        "The server failed to handle this request; see its log.",
+        instance=instance,
+    )
+
+
+async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_error_response(exc, request.url.path)
 
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
@@ -157,13 +173,7 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("Unhandled error on %s %s", request.method, request.url.path)
-    return problem_response(
-        500,
-        "internal-error",
-        "Internal server error",
-        "The server failed to handle this request; see its log.",
-        instance=request.url.path,
-    )
+    return internal_error_response(request.url.path)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

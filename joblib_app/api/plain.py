@@ -29,7 +29,8 @@ from joblib_app.context import AppContext
 from joblib_app.principal import Principal
 from joblib_app.problems import (
     ProblemError,
-    problem_response,
+    internal_error_response,
+    problem_error_response,
     too_large_problem,
     validation_problem,
 )
@@ -255,29 +256,13 @@ class PlainRouter:
             return
         except Exception:
             logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
-            await problem_response(
-                500,
-                "internal-error",
-                "Internal server error",
-                "The server failed to handle this request; see its log.",
-                instance=scope["path"],
-            )(scope, receive, send)
+            await internal_error_response(scope["path"])(scope, receive, send)
             return
         await send_json(send, response)
 
 
 async def _send_problem(exc: ProblemError, scope: Scope, receive: Receive, send: Send) -> None:
-    extra = {"errors": exc.errors} if exc.errors is not None else None
-    response = problem_response(
-        exc.status,
-        exc.kind,
-        exc.title,
-        exc.detail,
-        instance=scope["path"],
-        headers=exc.headers,
-        extra=extra,
-    )
-    await response(scope, receive, send)
+    await problem_error_response(exc, scope["path"])(scope, receive, send)
 
 
 async def send_json(send: Send, response: PlainResponse) -> None:

@@ -56,12 +56,25 @@ TASK_COLUMNS = (
     _T.completed_at,
 )
 _PENDING = TaskStatus.PENDING.value
+
+
 # Partial indexes serve a query only when the planner can see that its condition implies the
 # index's (``status = 'pending'``). PostgreSQL's generic plans, which prepared statements
 # settle on, do not know bound values: with ``status = $1`` the claim would scan every task
 # of the job, finished ones included. Inlining the literal keeps the index usable everywhere.
-IS_PENDING = _T.status == literal_column("'pending'")
-IS_ACTIVE = _T.status.in_([literal_column(f"'{s}'") for s in ACTIVE_STATUSES])
+def _status_literal(status: str) -> ColumnElement[str]:
+    return literal_column(f"'{status}'")
+
+
+def status_is(column: Any, *statuses: str) -> ColumnElement[bool]:
+    """``column = 'x'`` or ``column IN ('x', 'y')`` with the statuses written into the SQL."""
+    if len(statuses) == 1:
+        return column == _status_literal(statuses[0])
+    return column.in_([_status_literal(s) for s in statuses])
+
+
+IS_PENDING = status_is(_T.status, _PENDING)
+IS_ACTIVE = status_is(_T.status, *ACTIVE_STATUSES)
 
 # The hot path's statements are built once: building a Core statement and its cache key
 # on every call costs more than running it on SQLite.
@@ -114,7 +127,7 @@ def _claim_postgres_statement(*, owner_checked: bool) -> Any:
         select(queued.c.seq)
         .where(
             queued.c.job_id == any_(postgresql.array([link_table.c.job_id])),
-            queued.c.status == literal_column("'pending'"),
+            status_is(queued.c.status, _PENDING),
         )
         .order_by(queued.c.job_id, queued.c.seq)
         .limit(1)
@@ -204,7 +217,7 @@ def _guarded_transition_statement(to_status: TaskStatus, with_error: bool, actor
         )
         conditions = [
             _T.id == bindparam("task_id"),
-            _T.status.in_([literal_column(f"'{s.value}'") for s in sources]),
+            status_is(_T.status, *(s.value for s in sources)),
         ]
         if actor == WORKER_OWNER:
             conditions.append(owned)
@@ -251,7 +264,7 @@ def _queue_positions_statement() -> Any:
         .select_from(ahead)
         .where(
             ahead.c.job_id == _T.job_id,
-            ahead.c.status == literal_column("'pending'"),
+            status_is(ahead.c.status, _PENDING),
             ahead.c.seq <= _T.seq,
         )
         .scalar_subquery()
@@ -294,17 +307,16 @@ async def insert_task(
 TaskRow = namedtuple("TaskRow", [c.key for c in TASK_COLUMNS])  # type: ignore[misc]
 
 _J = job_table.c
-_SUBMIT_COLUMNS = ("id", "job_id", "job_name", "room_id", "status", "created_by", "payload")
 _SUBMIT = (
     task_table.insert()
     .from_select(
-        [*_SUBMIT_COLUMNS, "created_at"],
+        ["id", "job_id", "job_name", "room_id", "status", "created_by", "payload", "created_at"],
         select(
             bindparam("id"),
             _J.id,
             _J.full_name,
             bindparam("room_id"),
-            literal_column("'pending'"),
+            _status_literal(_PENDING),
             bindparam("created_by"),
             bindparam("payload", type_=JSON),
             bindparam("created_at", type_=UTCDateTime),
