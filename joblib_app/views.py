@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pydantic import BaseModel
 from sqlalchemy import Row
-from starlette.responses import Response
 
 from joblib_app.api.schemas import ClaimResponse, JobOut, ProviderOut, TaskOut
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus
@@ -16,23 +14,6 @@ from joblib_app.realtime.events import (
     room_channel,
     task_notify_channel,
 )
-
-
-def json_response(
-    model: BaseModel, *, status_code: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    """``model`` as JSON, serialised once by pydantic.
-
-    Hot endpoints return this instead of the model, which FastAPI would validate against
-    the response model again before serialising it; their ``response_model`` still
-    documents the body.
-    """
-    return Response(
-        model.model_dump_json(),
-        status_code=status_code,
-        headers=dict(headers or {}),
-        media_type="application/json",
-    )
 
 
 def task_out(row: Row, positions: Mapping[int, int]) -> TaskOut:
