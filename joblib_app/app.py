@@ -17,6 +17,7 @@ from joblib_app.api import jobs as jobs_api
 from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
+from joblib_app.api.long_poll import ShutdownSignals, begin_stopping, reset_stopping
 from joblib_app.api.plain import PlainRouter, document_routes
 from joblib_app.api.task_routes import TASK_ROUTES
 from joblib_app.body_limit import BodySizeLimit
@@ -108,6 +109,7 @@ class JoblibApp:
         self._start_lock: asyncio.Lock | None = None
         self._sweeper_stop: asyncio.Event | None = None
         self._sweeper_task: asyncio.Task[None] | None = None
+        self._shutdown_signals = ShutdownSignals(self.context)
 
     def _register_internal_jobs(self) -> InternalRegistry | None:
         if not self.config.internal_jobs:
@@ -145,6 +147,9 @@ class JoblibApp:
             self._sweeper_task = asyncio.create_task(
                 run_sweeper(ctx, self._sweeper_stop), name="joblib-sweeper"
             )
+            # The server's SIGTERM/SIGINT end open long-polls at once (see api.long_poll).
+            reset_stopping(ctx)
+            self._shutdown_signals.install()
             self._started = True
             logger.info("joblib-app started (database: %s)", self.db.dialect)
 
@@ -154,6 +159,8 @@ class JoblibApp:
             return
         self._started = False
         ctx = self.context
+        begin_stopping(ctx)
+        self._shutdown_signals.uninstall()
         if self._sweeper_stop is not None and self._sweeper_task is not None:
             self._sweeper_stop.set()
             await self._sweeper_task
@@ -215,7 +222,7 @@ class JoblibApp:
             await self.shutdown()
 
     async def _start_on_first_use(self) -> None:
-        logger.info(
+        logger.warning(
             "joblib-app is starting on its first request because the host did not run its "
             "lifespan; pass lifespan=joblib.lifespan to the host app to start at boot and "
             "stop cleanly on shutdown"

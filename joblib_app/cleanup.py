@@ -6,6 +6,7 @@ import logging
 from collections.abc import Collection
 from datetime import datetime
 
+from joblib_app.api.long_poll import notify_worker_deleted
 from joblib_app.api.providers import forget_providers
 from joblib_app.context import AppContext
 from joblib_app.models import utcnow
@@ -52,6 +53,7 @@ async def cleanup_workers(
             if not ids:
                 return []
         served = await jobs.jobs_of_workers(conn, ids)
+        await jobs.lock_jobs(conn, [job.id for job in served])
         failed = await tasks.fail_active_tasks(
             conn, tasks.active_tasks_of_workers(ids), WORKER_GONE_ERROR, now
         )
@@ -61,6 +63,8 @@ async def cleanup_workers(
     forget_providers(ctx, [row.full_name for row in removed_providers])
     for row in failed:
         record_task_change(outbox, row, {})
+    for worker_id in deleted:
+        notify_worker_deleted(outbox, worker_id)
     for room_id in sorted({job.room_id for job in served}):
         outbox.emit(JobsInvalidate(), room_channel(room_id))
     provider_rooms = sorted({row.room_id for row in removed_providers})

@@ -19,8 +19,10 @@ def validate_room_id(room_id: str) -> str:
         raise ProblemError(
             400,
             "invalid-room-id",
-            f"Room id '{room_id}' is invalid: it must be non-empty and contain neither '@' "
-            "nor ':' (only @global and @internal are reserved)",
+            # "invalid characters" is the reference's wording, which its clients look for.
+            f"Room id '{room_id}' contains invalid characters or is empty: it must be "
+            "non-empty and contain neither '@' nor ':' (only @global and @internal are "
+            "reserved)",
         )
     return room_id
 

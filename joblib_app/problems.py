@@ -49,6 +49,16 @@ def job_not_found(name: str) -> ProblemError:
     return ProblemError(404, "job-not-found", f"Job '{name}' not found")
 
 
+def invalid_job_name(name: str) -> ProblemError:
+    """``404 job-not-found`` for a malformed full name, worded as the reference's detail
+    (its clients look for ``Invalid job name format``)."""
+    return ProblemError(
+        404,
+        "job-not-found",
+        f"Invalid job name format: '{name}' (expected room_id:category:name)",
+    )
+
+
 def worker_not_found(worker_id: str) -> ProblemError:
     return ProblemError(404, "worker-not-found", f"Worker '{worker_id}' not found")
 

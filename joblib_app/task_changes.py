@@ -8,10 +8,14 @@ from joblib_app.context import AppContext
 from joblib_app.models import TaskStatus, utcnow
 from joblib_app.principal import Principal
 from joblib_app.problems import forbidden, task_not_found
-from joblib_app.realtime.events import Outbox
-from joblib_app.store import tasks
+from joblib_app.realtime.events import JobsInvalidate, Outbox, room_channel
+from joblib_app.store import jobs, tasks
 from joblib_app.transitions import check_transition
 from joblib_app.views import record_task_change
+
+# The targets that take a task out of pending. A worker's claim (``claim_next``) needs no
+# check: the claiming worker serves the job, as the claim statement itself requires.
+_LEAVES_PENDING = frozenset({TaskStatus.CLAIMED, TaskStatus.CANCELLED})
 
 
 async def read_task(ctx: AppContext, task_id: str) -> tuple[Row, dict[int, int]]:
@@ -61,10 +65,17 @@ async def set_task_status(
     """
     rule = _actor_rule(actor, target)
     actor_id = actor.id if actor is not None else None
+    # A task leaving pending may be the last one of a job that no worker serves any more:
+    # the job is then soft-deleted in the same transaction (never ``@internal`` ones).
+    leaves_pending = target in _LEAVES_PENDING
+    connect = ctx.db.write if leaves_pending else ctx.db.autocommit
+    orphaned: list[Row] = []
     while True:
         # Each statement is correct on its own: the guarded update applies atomically or
         # not at all, and a change between the read and the compare-and-set loops again.
-        async with ctx.db.autocommit() as conn:
+        async with connect() as conn:
+            if leaves_pending:
+                await jobs.lock_job_of_task(conn, task_id)
             now = utcnow()
             updated = await tasks.transition_if_allowed(
                 conn,
@@ -90,7 +101,11 @@ async def set_task_status(
                 if updated is None:
                     continue
             positions = await tasks.queue_positions(conn, [updated])
+            if leaves_pending:
+                orphaned = await jobs.soft_delete_orphans(conn, [updated.job_id])
         outbox = Outbox()
         record_task_change(outbox, updated, positions)
+        for job in orphaned:
+            outbox.emit(JobsInvalidate(), room_channel(job.room_id))
         await ctx.dispatch(outbox)
         return updated, positions

@@ -34,6 +34,7 @@ class ServerProcess:
         port: int | None = None,
         app: str = "tests.host:app",
         log_path: Path | None = None,
+        graceful_shutdown: float | None = 2.0,
     ) -> None:
         self.port = port or free_port()
         self.mount = mount
@@ -43,9 +44,16 @@ class ServerProcess:
         self.env = {**os.environ, **env, "JOBLIB_TEST_MOUNT": mount, "PYTHONPATH": str(ROOT)}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        # ``None`` runs plain uvicorn, which waits for every open request on shutdown.
+        self.graceful_shutdown = graceful_shutdown
 
     def start(self) -> ServerProcess:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        graceful = (
+            []
+            if self.graceful_shutdown is None
+            else ["--timeout-graceful-shutdown", f"{self.graceful_shutdown:g}"]
+        )
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -56,8 +64,7 @@ class ServerProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
-                "--timeout-graceful-shutdown",
-                "2",
+                *graceful,
                 "--log-level",
                 "warning",
             ],

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from joblib_app.context import AppContext
 from joblib_app.names import parse_full_name, visible_rooms
 from joblib_app.principal import Principal
-from joblib_app.problems import ProblemError, job_not_found, worker_not_found
+from joblib_app.problems import ProblemError, invalid_job_name, job_not_found, worker_not_found
 from joblib_app.store import jobs, workers
 
 
@@ -62,7 +62,9 @@ async def owned_worker_or_new(
 def check_visible_name(room_id: str, full_name: str) -> None:
     """``404 job-not-found`` unless a job of that name would be visible from ``room_id``."""
     parsed = parse_full_name(full_name)
-    if parsed is None or parsed.room_id not in visible_rooms(room_id):
+    if parsed is None:
+        raise invalid_job_name(full_name)
+    if parsed.room_id not in visible_rooms(room_id):
         raise job_not_found(full_name)
 
 

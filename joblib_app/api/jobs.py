@@ -11,6 +11,7 @@ from joblib_app.api.guards import (
     owned_worker_or_new,
     visible_job,
 )
+from joblib_app.api.long_poll import notify_worker_jobs_changed
 from joblib_app.api.schemas import (
     JobOut,
     JobRegister,
@@ -57,6 +58,7 @@ async def register_job(
             schema=body.schema_,
             now=now,
         )
+        reactivated = False
         if created is not None:
             job = created
         else:
@@ -64,6 +66,7 @@ async def register_job(
             assert existing is not None  # the insert conflicted on this very name
             if existing.is_deleted:
                 job = await jobs.reactivate_job(conn, existing.id, body.schema_, now)
+                reactivated = True
             elif existing.schema != body.schema_:
                 raise ProblemError(
                     409,
@@ -74,8 +77,10 @@ async def register_job(
                 job = existing
         linked = await jobs.link_worker(conn, worker_id, job.id)
         linked_workers = (await jobs.workers_of_jobs(conn, [job.id]))[job.id]
-    if created is None:
+    if created is None and not reactivated:
         response.status_code = 200
+    if linked:
+        notify_worker_jobs_changed(outbox, worker_id)
     if created is not None or linked or job.schema != body.schema_:
         outbox.emit(JobsInvalidate(), room_channel(room_id))
     await ctx.dispatch(outbox)

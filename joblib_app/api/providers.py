@@ -12,8 +12,16 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Header, Request, Response
 from sqlalchemy import Row
 
-from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset, prefer_wait
+from joblib_app.api.deps import (
+    Ctx,
+    CurrentPrincipal,
+    Limit,
+    Offset,
+    format_seconds,
+    prefer_wait,
+)
 from joblib_app.api.guards import check_category, owned_worker_or_new
+from joblib_app.api.long_poll import STOPPING, until_stopping
 from joblib_app.api.schemas import Page, ProviderOut, ProviderRegister
 from joblib_app.context import AppContext
 from joblib_app.models import utcnow
@@ -107,14 +115,16 @@ async def register_provider(
         if row is None:
             existing = await providers.get_provider_by_name(conn, full_name)
             assert existing is not None  # the insert conflicted on this very name
-            if existing.user_id != principal.id:
+            if existing.user_id != principal.id and not principal.is_superuser:
                 raise forbidden(f"Provider '{full_name}' belongs to another user")
+            # A superuser's overwrite makes the provider theirs: its worker is theirs now.
             row = await providers.update_provider(
                 conn,
                 existing.id,
                 schema=body.schema_,
                 content_type=body.content_type,
                 worker_id=worker_id,
+                user_id=principal.id,
             )
             response.status_code = 200
     forget_providers(ctx, [full_name])
@@ -205,35 +215,63 @@ async def read_provider(
     backend = ctx.result_backend
     canonical, digest = request_hash(dict(request.query_params))
     key = result_key(full_name, digest)
+    headers: dict[str, str] = {}
     cached = await _backend(backend.get(key))
     if cached is None:
         if not fresh:
             # A miss asks the provider: make sure it still exists and has this content type.
             provider = await _visible_provider(ctx, room_id, full_name)
-        if await _backend(
-            backend.acquire_inflight(
-                inflight_key(full_name, digest), settings.provider_inflight_ttl_seconds
-            )
-        ):
-            outbox = Outbox()
-            outbox.emit(
-                ProviderRequest(request_id=digest, provider_name=full_name, params=canonical),
-                providers_channel(full_name),
-            )
-            await ctx.dispatch(outbox)
-        wait = prefer_wait(request)
-        if wait is None:
-            wait = settings.provider_long_poll_default_seconds
+        cached = await _dispatch_unless_cached(ctx, key, full_name, digest, canonical)
+    if cached is None:
+        asked = prefer_wait(request)
+        wait = settings.provider_long_poll_default_seconds if asked is None else asked
         wait = min(wait, settings.provider_long_poll_max_seconds)
-        cached = await _backend(backend.wait_for_key(key, wait))
+        if asked is not None:
+            headers["Preference-Applied"] = f"wait={format_seconds(wait)}"
+        cached = await until_stopping(ctx, _backend(backend.wait_for_key(key, wait)))
+        if cached is STOPPING:
+            raise ProblemError(
+                504,
+                "provider-timeout",
+                f"Provider '{full_name}' did not answer before the server began shutting down",
+                headers={"Retry-After": PROVIDER_RETRY_AFTER, **headers},
+            )
     if cached is None:
         raise ProblemError(
             504,
             "provider-timeout",
             f"Provider '{full_name}' did not answer within {wait:g} s",
-            headers={"Retry-After": PROVIDER_RETRY_AFTER},
+            headers={"Retry-After": PROVIDER_RETRY_AFTER, **headers},
         )
-    return Response(content=cached, media_type=provider.content_type)
+    assert isinstance(cached, bytes)
+    return Response(content=cached, media_type=provider.content_type, headers=headers)
+
+
+async def _dispatch_unless_cached(
+    ctx: AppContext, key: str, full_name: str, digest: str, canonical: str
+) -> bytes | None:
+    """Take the in-flight lock and emit one ``provider_request``, unless a result is cached.
+
+    The cache is read again once the lock is taken: an upload between the reader's miss and
+    its lock released the lock after storing, so without this second look the reader would
+    take the free lock and ask the provider a second time.
+    """
+    backend = ctx.result_backend
+    lock = inflight_key(full_name, digest)
+    ttl = ctx.settings.provider_inflight_ttl_seconds
+    if not await _backend(backend.acquire_inflight(lock, ttl)):
+        return None
+    cached = await _backend(backend.get(key))
+    if cached is not None:
+        await _backend(backend.release_inflight(lock))
+        return cached
+    outbox = Outbox()
+    outbox.emit(
+        ProviderRequest(request_id=digest, provider_name=full_name, params=canonical),
+        providers_channel(full_name),
+    )
+    await ctx.dispatch(outbox)
+    return None
 
 
 async def _owned_provider(ctx: Ctx, principal: CurrentPrincipal, provider_id: str) -> Row:
@@ -252,12 +290,16 @@ async def upload_result(
     request: Request,
     ctx: Ctx,
     principal: CurrentPrincipal,
-    x_request_hash: Annotated[str, Header()],
+    x_request_hash: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Store a read's result byte for byte, release its in-flight lock, wake the readers."""
-    if not _HASH.match(x_request_hash):
-        raise ProblemError(422, "validation-error", "X-Request-Hash must be a SHA-256 hex digest")
+    """Store a read's result byte for byte, release its in-flight lock, wake the readers.
+
+    The provider and the caller are checked before the hash, as the reference does: its
+    worker SDK stops serving on the ``404`` of a provider that is gone.
+    """
     provider = await _owned_provider(ctx, principal, provider_id)
+    if x_request_hash is None or not _HASH.match(x_request_hash):
+        raise ProblemError(422, "validation-error", "X-Request-Hash must be a SHA-256 hex digest")
     data = await request.body()
     backend = ctx.result_backend
     key = result_key(provider.full_name, x_request_hash)

@@ -7,12 +7,16 @@ These run once or more per task for every worker, so they are plain routes
 from __future__ import annotations
 
 import asyncio
+import functools
+import uuid
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from joblib_app.api.deps import format_seconds, parse_prefer_wait
 from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
+from joblib_app.api.long_poll import STOPPING, claim_long_poll, until_stopping
 from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
@@ -20,7 +24,7 @@ from joblib_app.internal.dispatch import dispatch_internal_task, require_interna
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
 from joblib_app.principal import Principal
-from joblib_app.problems import forbidden, job_not_found, worker_not_found
+from joblib_app.problems import forbidden, job_not_found, validation_problem, worker_not_found
 from joblib_app.realtime.events import (
     Outbox,
     TaskAvailable,
@@ -28,7 +32,7 @@ from joblib_app.realtime.events import (
     jobs_channel,
     task_notify_channel,
 )
-from joblib_app.store import jobs, tasks, workers
+from joblib_app.store import tasks, workers
 from joblib_app.task_changes import read_task, set_task_status
 from joblib_app.views import claim_json, record_task_change, task_json
 
@@ -104,9 +108,8 @@ async def _submit_internal(
             created_by=principal.id,
             now=utcnow(),
         )
-        positions = await tasks.queue_positions(conn, [row])
-        record_task_change(outbox, row, positions)
-        # Claimed before enqueueing: the executor may start before we return.
+        # Claimed before enqueueing: the executor may start before we return. Nobody saw
+        # it pending, so only the claimed state is announced.
         row = await tasks.mark_claimed(conn, row.id)
         record_task_change(outbox, row, {})
     await ctx.dispatch(outbox)
@@ -153,18 +156,25 @@ async def claim_task(request: PlainRequest) -> PlainResponse:
     if row is None and wait:
         capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
         headers["Preference-Applied"] = f"wait={format_seconds(capped)}"
-        async with ctx.db.read() as conn:
-            names = await jobs.job_names_of_worker(conn, body.worker_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + capped
-        async with ctx.notifier.listen([job_notify_channel(n) for n in names]) as listener:
-            while True:
-                row = await _claim_once(ctx, body.worker_id)
-                remaining = deadline - loop.time()
-                if row is not None or remaining <= 0:
-                    break
-                await listener.wait(min(remaining, SAFETY_RECHECK_SECONDS))
+        row = await claim_long_poll(
+            ctx, body.worker_id, capped, functools.partial(_claim_once, ctx, body.worker_id)
+        )
     return PlainResponse(claim_json(row), headers=headers)
+
+
+_UUID = TypeAdapter(uuid.UUID)
+
+
+def task_id_param(request: PlainRequest) -> str:
+    """The path's task id in canonical form; not a UUID is ``422``, as the reference's
+    ``UUID`` path parameter answers (the same error FastAPI gives)."""
+    raw = request.path_params["task_id"]
+    try:
+        return str(_UUID.validate_python(raw))
+    except ValidationError as exc:
+        raise validation_problem(
+            [{"loc": ["path", "task_id"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        ) from exc
 
 
 def _is_terminal(row: Row) -> bool:
@@ -174,25 +184,30 @@ def _is_terminal(row: Row) -> bool:
 async def get_task(request: PlainRequest) -> PlainResponse:
     """``GET /tasks/{task_id}``; with ``Prefer: wait=N``, answer once it is terminal."""
     ctx = request.ctx
-    task_id = request.path_params["task_id"]
     await request.principal()
+    task_id = task_id_param(request)
     wait = _wait_seconds(request)
     if not wait:
         row, positions = await read_task(ctx, task_id)
         return PlainResponse(task_json(row, positions))
     capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
-    headers = {"Preference-Applied": f"wait={format_seconds(capped)}"}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + capped
     # Subscribe before reading, so a change between the read and the wait still wakes us.
     async with ctx.notifier.listen([task_notify_channel(task_id)]) as listener:
         row, positions = await read_task(ctx, task_id)
+        if _is_terminal(row):
+            # Nothing to wait for: answered at once, so the wait was not applied.
+            return PlainResponse(task_json(row, positions))
         while not _is_terminal(row):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await listener.wait(min(remaining, SAFETY_RECHECK_SECONDS))
+            woken = await until_stopping(ctx, listener.wait(min(remaining, SAFETY_RECHECK_SECONDS)))
             row, positions = await read_task(ctx, task_id)
+            if woken is STOPPING:
+                break
+    headers = {"Preference-Applied": f"wait={format_seconds(capped)}"}
     return PlainResponse(task_json(row, positions), headers=headers)
 
 
@@ -202,9 +217,10 @@ async def update_task(request: PlainRequest) -> PlainResponse:
     Allowed to the claiming worker's owner, a superuser, or (to cancel) the submitter.
     """
     principal = await request.principal()
+    task_id = task_id_param(request)
     body = await request.json_body(TaskUpdate)
     row, positions = await set_task_status(
-        request.ctx, request.path_params["task_id"], body.status, error=body.error, actor=principal
+        request.ctx, task_id, body.status, error=body.error, actor=principal
     )
     return PlainResponse(task_json(row, positions))
 

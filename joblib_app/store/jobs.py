@@ -138,3 +138,28 @@ async def soft_delete_orphans(conn: AsyncConnection, job_ids: Collection[str]) -
         .returning(_J.full_name, _J.room_id)
     )
     return list((await conn.execute(stmt)).all())
+
+
+_JOB_OF_TASK = select(task_table.c.job_id).where(task_table.c.id == bindparam("task_id"))
+_LOCK_JOB_OF_TASK = select(_J.id).where(_J.id == _JOB_OF_TASK.scalar_subquery()).with_for_update()
+
+
+async def lock_job_of_task(conn: AsyncConnection, task_id: str) -> None:
+    """Hold the row lock of the task's job until the transaction ends (PostgreSQL).
+
+    Taken before a task leaves pending, and by the worker cleanup before it unlinks
+    workers, so that whichever commits second sees what the first did and soft-deletes
+    the job left with no worker and no pending task; under READ COMMITTED each alone could
+    see the other's change not yet committed, and neither would. SQLite writes one at a
+    time and has no ``FOR UPDATE``.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_LOCK_JOB_OF_TASK, {"task_id": task_id})
+
+
+async def lock_jobs(conn: AsyncConnection, job_ids: Collection[str]) -> None:
+    """Hold the row locks of the jobs until the transaction ends (PostgreSQL), in id order
+    so that concurrent lockers never deadlock; see :func:`lock_job_of_task`."""
+    if job_ids and conn.dialect.name == "postgresql":
+        stmt = select(_J.id).where(_J.id.in_(job_ids)).order_by(_J.id).with_for_update()
+        await conn.execute(stmt)

@@ -7,6 +7,7 @@ mount rather than against ``/v1/joblib``.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime
 
 import pytest
@@ -384,8 +385,9 @@ async def test_submit_across_rooms(api: Api) -> None:
 
 
 async def test_unknown_task(api: Api) -> None:
-    assert_problem(await api.request("GET", "/tasks/nope"), 404, "task-not-found")
-    response = await api.patch_task("nope", "cancelled")
+    unknown = str(uuid.uuid4())
+    assert_problem(await api.request("GET", f"/tasks/{unknown}"), 404, "task-not-found")
+    response = await api.patch_task(unknown, "cancelled")
     assert_problem(response, 404, "task-not-found")
 
 

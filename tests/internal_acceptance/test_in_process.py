@@ -47,7 +47,7 @@ async def test_submit_runs_to_completion_with_status_events(
     assert task["worker_id"] is None
     assert task["job_name"] == GREET
     await events.wait_for_status(task["id"], "completed")
-    assert events.statuses(task["id"]) == ["pending", "claimed", "running", "completed"]
+    assert events.statuses(task["id"]) == ["claimed", "running", "completed"]
     final = await wait_terminal(http, task["id"])
     assert final["status"] == "completed"
     assert final["error"] is None
@@ -80,7 +80,7 @@ async def test_failing_task_is_failed_with_the_error_text(
     assert final["status"] == "failed"
     assert error in final["error"]
     await events.wait_for_status(task["id"], "failed")
-    assert events.statuses(task["id"]) == ["pending", "claimed", "running", "failed"]
+    assert events.statuses(task["id"]) == ["claimed", "running", "failed"]
     failed_event = next(e for e in events.events if e["status"] == "failed")
     assert error in failed_event["error"]
 

@@ -77,7 +77,7 @@ async def test_worker_process_runs_task_to_completion(
     assert final["status"] == "completed", (final, worker.output)
     assert out.read_text() == "hello grace"
     await events.wait_for_status(task["id"], "completed")
-    assert events.statuses(task["id"]) == ["pending", "claimed", "running", "completed"]
+    assert events.statuses(task["id"]) == ["claimed", "running", "completed"]
 
 
 async def test_worker_process_reports_failure(
@@ -95,7 +95,7 @@ async def test_worker_process_reports_failure(
     assert final["status"] == "failed", (final, worker.output)
     assert final["error"] == "RuntimeError: kaboom"
     await events.wait_for_status(task["id"], "failed")
-    assert events.statuses(task["id"]) == ["pending", "claimed", "running", "failed"]
+    assert events.statuses(task["id"]) == ["claimed", "running", "failed"]
 
 
 async def test_worker_process_drains_a_burst(worker: TaskiqWorker, http: httpx.AsyncClient) -> None:
@@ -141,7 +141,7 @@ async def test_broker_unreachable_fails_the_task(
                 listed = await http.get(f"/rooms/{room}/tasks?status={status}", headers=auth(ALICE))
                 assert listed.json()["total"] == 0, status
         await events.wait_for_status(task["id"], "failed")
-        assert events.statuses(task["id"]) == ["pending", "claimed", "failed"]
+        assert events.statuses(task["id"]) == ["claimed", "failed"]
     finally:
         server.stop()
 
@@ -170,7 +170,7 @@ async def test_sweeper_fails_internal_tasks_no_worker_finishes(
             assert stale_final["status"] == "failed"
             assert stale_final["error"] == f"Internal task timed out after {timeout} s"
             assert stale_final["started_at"] is None
-            assert events.statuses(stale["id"]) == ["pending", "claimed", "failed"]
+            assert events.statuses(stale["id"]) == ["claimed", "failed"]
 
             worker = TaskiqWorker(server, redis_url, redis_prefix, tmp_path / "worker.log")
             # The queue is FIFO: once this task completes, the worker has taken the stale
@@ -187,7 +187,7 @@ async def test_sweeper_fails_internal_tasks_no_worker_finishes(
             assert final["status"] == "failed"
             assert final["error"] == f"Internal task timed out after {timeout} s"
             await events.wait_for_status(task["id"], "failed")
-            assert events.statuses(task["id"]) == ["pending", "claimed", "running", "failed"]
+            assert events.statuses(task["id"]) == ["claimed", "running", "failed"]
             # Failed by the timeout, not early: it had been running for the whole of it.
             elapsed = datetime.fromisoformat(final["completed_at"]) - datetime.fromisoformat(
                 final["started_at"]
