@@ -1,6 +1,6 @@
 """A FastAPI host with joblib-app mounted at /v1/joblib, on the embedded default.
 
-Run:  python examples/host_app.py        (then open http://127.0.0.1:8000/docs)
+Run:  python examples/host_app.py   (then open http://127.0.0.1:8000/v1/joblib/docs)
 
 Environment (all optional): JOBLIB_HOST, JOBLIB_PORT, JOBLIB_DATABASE_URL (default: SQLite
 file ./joblib.db), JOBLIB_REDIS_URL (enables Redis for multi-process deployments),

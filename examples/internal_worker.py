@@ -5,7 +5,7 @@ process runs them and reports each status change over REST with the admin token 
 tasks belong to no worker, so only a superuser may update them). From the repository root::
 
     export JOBLIB_BROKER_REDIS_URL=redis://127.0.0.1:6379/0
-    uvicorn examples.host_app:app                                # the server
+    python examples/host_app.py                                  # the server
     taskiq worker examples.internal_worker:broker --workers 1    # one or more workers
 
 then submit ``@internal:analysis:Echo``, e.g.::

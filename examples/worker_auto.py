@@ -1,6 +1,6 @@
 """A worker serving two extensions in auto-serve mode.
 
-Start the server (``uvicorn examples.host_app:app``), then::
+Start the server (``python examples/host_app.py``), then::
 
     python examples/worker_auto.py
 

@@ -69,6 +69,10 @@ async def test_without_host_lifespan_it_starts_on_first_request(
         assert await started(client, lifespan_off) is True
         await full_cycle(api)
     assert_stops_gracefully(lifespan_off)
+    # At WARNING, so that a plain uvicorn (no logging configured for the app) shows it.
+    assert lifespan_off.log_path is not None
+    log = lifespan_off.log_path.read_text()
+    assert log.count("WARNING joblib_app.app: joblib-app is starting on its first request") == 1
 
 
 async def test_with_host_lifespan_it_starts_at_boot(lifespan_on: ServerProcess) -> None:

@@ -7,8 +7,6 @@ import json
 import os
 import time
 
-import httpx
-
 from tests.provider_acceptance.support import (
     ADMIN,
     BOB,
@@ -71,26 +69,20 @@ async def test_a_global_provider_is_read_from_any_room(api: Api) -> None:
             assert response.json() == {"params": {"q": "1"}}
 
 
-async def test_concurrent_identical_reads_coalesce(api: Api) -> None:
+async def test_preference_applied_only_when_the_read_waited(api: Api) -> None:
     room = new_room()
     provider = await api.register(room, unique())
-    params = {"file": "big.h5", "frame": "7"}
-    # A slow provider keeps the request in flight while the other reads arrive.
-    async with FakeProvider(api.server, provider, answer=echo, delay=0.3) as fake:
-        limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-            reader = Api(client, api.server)
-            responses = await asyncio.gather(
-                *(reader.read(room, provider["full_name"], params, wait=10) for _ in range(50))
-            )
-        assert [r.status_code for r in responses] == [200] * 50, {r.text for r in responses}
-        assert {r.content for r in responses} == {responses[0].content}
-        assert responses[0].json() == {"params": params}
-        # A later read with other parameters is dispatched after anything the 50 caused.
-        await api.read(room, provider["full_name"], {"sentinel": "1"}, wait=10)
-        await fake.wait_for_requests(2)
-        assert [json.loads(r["params"]) for r in fake.requests] == [params, {"sentinel": "1"}]
-        assert [r.status_code for r in await fake.wait_for_uploads(2)] == [204, 204]
+    async with FakeProvider(api.server, provider, answer=echo):
+        miss = await api.read(room, provider["full_name"], {"n": "1"}, wait=10)
+        assert miss.status_code == 200, miss.text
+        # The wait asked for, capped by the settings, as the task read answers it.
+        assert miss.headers["Preference-Applied"] == f"wait={MAX_WAIT:g}"
+        hit = await api.read(room, provider["full_name"], {"n": "1"}, wait=10)
+        assert hit.status_code == 200, hit.text
+        assert "Preference-Applied" not in hit.headers
+        unasked = await api.read(room, provider["full_name"], {"n": "2"})
+        assert unasked.status_code == 200, unasked.text
+        assert "Preference-Applied" not in unasked.headers
 
 
 async def test_a_five_megabyte_binary_result_round_trips(api: Api) -> None:
