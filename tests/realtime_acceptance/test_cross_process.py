@@ -174,6 +174,36 @@ async def test_claim_long_poll_on_a_returns_a_task_submitted_through_b(
         assert claimed["worker_id"] == job["worker_id"]
 
 
+async def test_claim_long_poll_on_a_follows_jobs_registered_and_the_deletion_through_b(
+    pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = pair
+    async with http(a, ALICE) as api_a, http(b, ALICE) as api_b:
+        room = Room(api_a)
+        job = await register_job(api_a, room.id, "First")
+        worker_id = job["worker_id"]
+        body = {"worker_id": worker_id}
+        poll = asyncio.create_task(api_a.post("/tasks/claim", json=body, headers={"Prefer": WAIT}))
+        await waiting(a, f"worker:{worker_id}")
+        # A job registered through B after the long-poll on A began.
+        later = await register_job(api_b, room.id, "Later", worker_id=worker_id)
+        await waiting(a, f"job:{later['full_name']}")
+        task = await submit(api_b, room.id, later["full_name"])
+        submitted_at = time.monotonic()
+        response = await asyncio.wait_for(poll, 10)
+        assert time.monotonic() - submitted_at < WAKE_BOUND
+        assert response.json()["task"]["id"] == task["id"]
+
+        poll = asyncio.create_task(api_a.post("/tasks/claim", json=body, headers={"Prefer": WAIT}))
+        await waiting(a, f"worker:{worker_id}")
+        assert (await api_b.delete(f"/workers/{worker_id}")).status_code == 204
+        deleted_at = time.monotonic()
+        response = await asyncio.wait_for(poll, 10)
+        assert time.monotonic() - deleted_at < WAKE_BOUND
+        assert response.status_code == 404
+        assert response.json()["type"] == "/v1/problems/worker-not-found"
+
+
 async def test_claim_long_poll_answers_null_when_nothing_is_submitted(
     pair: tuple[ServerProcess, ServerProcess],
 ) -> None:
