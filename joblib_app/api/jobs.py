@@ -11,6 +11,7 @@ from joblib_app.api.guards import (
     owned_worker_or_new,
     visible_job,
 )
+from joblib_app.api.privacy import check_may_serve, check_readable_room
 from joblib_app.api.schemas import (
     JobOut,
     JobRegister,
@@ -20,6 +21,7 @@ from joblib_app.api.schemas import (
     TaskOut,
     WorkerSummary,
 )
+from joblib_app.limits import check_json_body
 from joblib_app.models import TaskStatus, utcnow
 from joblib_app.names import RESERVED_ROOMS, make_full_name, validate_room_id, visible_rooms
 from joblib_app.problems import ProblemError, forbidden
@@ -41,9 +43,11 @@ async def register_job(
     validate_room_id(room_id)
     if room_id in RESERVED_ROOMS and not principal.is_superuser:
         raise forbidden(f"Registering jobs in {room_id} requires a superuser")
+    check_json_body(body.schema_, ctx.settings.max_json_depth, "schema")
     check_category(body.category, ctx.settings.allowed_categories)
     await check_writable_room(ctx, principal, room_id)
     full_name = make_full_name(room_id, body.category, body.name)
+    await check_may_serve(ctx, principal, room_id, full_name)
     now = utcnow()
     outbox = Outbox()
     async with ctx.db.write() as conn:
@@ -88,6 +92,7 @@ async def list_jobs(
     room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[JobSummary]:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         rows, total = await jobs.list_jobs(conn, visible_rooms(room_id), limit=limit, offset=offset)
         linked = await jobs.workers_of_jobs(conn, [r.id for r in rows])
@@ -103,6 +108,7 @@ async def get_job(
     room_id: str, job_full_name: str, ctx: Ctx, principal: CurrentPrincipal
 ) -> JobOut:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         job = await visible_job(conn, room_id, job_full_name)
         linked = await jobs.workers_of_jobs(conn, [job.id])
@@ -120,6 +126,7 @@ async def list_job_tasks(
     offset: Offset = 0,
 ) -> Page[TaskOut]:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         job = await visible_job(conn, room_id, job_full_name)
         rows, total = await tasks.list_tasks(
@@ -135,6 +142,7 @@ async def list_room_workers(
     room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WorkerSummary]:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         rows, total = await workers.list_workers_in_rooms(
             conn, visible_rooms(room_id), limit=limit, offset=offset

@@ -14,13 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from joblib_app.api.deps import format_seconds, parse_prefer_wait
 from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
 from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
+from joblib_app.api.privacy import check_readable_task
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
 from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
+from joblib_app.limits import check_json_body, is_plain_id
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
 from joblib_app.principal import Principal
-from joblib_app.problems import forbidden, job_not_found, worker_not_found
+from joblib_app.problems import (
+    forbidden,
+    job_not_found,
+    task_not_found,
+    worker_not_found,
+)
 from joblib_app.realtime.events import (
     Outbox,
     TaskAvailable,
@@ -51,6 +58,7 @@ async def submit_task(request: PlainRequest) -> PlainResponse:
     job_full_name = request.path_params["job_full_name"]
     principal = await request.principal()
     body = await request.json_body(TaskSubmit)
+    check_json_body(body.payload, ctx.settings.max_json_depth, "payload")
     validate_room_id(room_id)
     await check_writable_room(ctx, principal, room_id)
     positions: dict[int, int] = {}
@@ -85,6 +93,14 @@ async def submit_task(request: PlainRequest) -> PlainResponse:
         "Retry-After": "1",
     }
     return PlainResponse(task_json(row, positions), status=202, headers=headers)
+
+
+def _task_id(request: PlainRequest) -> str:
+    """The path's task id; one that no task can have is ``404`` without a query."""
+    task_id = request.path_params["task_id"]
+    if not is_plain_id(task_id):
+        raise task_not_found(task_id)
+    return task_id
 
 
 async def _submit_internal(
@@ -174,11 +190,12 @@ def _is_terminal(row: Row) -> bool:
 async def get_task(request: PlainRequest) -> PlainResponse:
     """``GET /tasks/{task_id}``; with ``Prefer: wait=N``, answer once it is terminal."""
     ctx = request.ctx
-    task_id = request.path_params["task_id"]
-    await request.principal()
+    task_id = _task_id(request)
+    principal = await request.principal()
     wait = _wait_seconds(request)
     if not wait:
         row, positions = await read_task(ctx, task_id)
+        await check_readable_task(ctx, principal, row)
         return PlainResponse(task_json(row, positions))
     capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
     headers = {"Preference-Applied": f"wait={format_seconds(capped)}"}
@@ -187,6 +204,7 @@ async def get_task(request: PlainRequest) -> PlainResponse:
     # Subscribe before reading, so a change between the read and the wait still wakes us.
     async with ctx.notifier.listen([task_notify_channel(task_id)]) as listener:
         row, positions = await read_task(ctx, task_id)
+        await check_readable_task(ctx, principal, row)
         while not _is_terminal(row):
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -201,10 +219,11 @@ async def update_task(request: PlainRequest) -> PlainResponse:
 
     Allowed to the claiming worker's owner, a superuser, or (to cancel) the submitter.
     """
+    task_id = _task_id(request)
     principal = await request.principal()
     body = await request.json_body(TaskUpdate)
     row, positions = await set_task_status(
-        request.ctx, request.path_params["task_id"], body.status, error=body.error, actor=principal
+        request.ctx, task_id, body.status, error=body.error, actor=principal
     )
     return PlainResponse(task_json(row, positions))
 
