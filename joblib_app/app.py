@@ -10,7 +10,8 @@ from typing import Any
 
 import socketio
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Match, Route
+from starlette.types import Message, Receive, Scope, Send
 from taskiq import AsyncBroker, InMemoryBroker
 
 from joblib_app.api import jobs as jobs_api
@@ -18,7 +19,7 @@ from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
 from joblib_app.api.long_poll import ShutdownSignals, begin_stopping, reset_stopping
-from joblib_app.api.plain import PlainRouter, document_routes
+from joblib_app.api.plain import PlainRouter, allow_list, document_routes, route_path
 from joblib_app.api.task_routes import TASK_ROUTES
 from joblib_app.body_limit import BodySizeLimit
 from joblib_app.config import JoblibConfig
@@ -74,11 +75,12 @@ class JoblibApp:
                 channel_prefix=f"{prefix}provider-key:",
             )
         else:
-            result_backend = InMemoryResultBackend()
+            result_backend = InMemoryResultBackend(settings.provider_cache_max_bytes)
         self.sio = create_socketio_server(
             redis_url=config.redis_url,
             channel=f"{prefix}socketio",
             cors_allowed_origins=config.socketio_cors_allowed_origins,
+            connect_timeout=settings.socketio_connect_timeout_seconds,
         )
         self.broker: AsyncBroker = config.broker or InMemoryBroker()
         self.context = AppContext(
@@ -92,17 +94,26 @@ class JoblibApp:
         self.context.internal = self._register_internal_jobs()
         install_handlers(self.sio, lambda: self.context)
 
-        self.api = FastAPI(title="joblib-app", version="0.1.0")
+        # No trailing-slash redirects: Starlette builds their Location from the request's
+        # Host header, which would send a client off-site (``Host: evil.example``).
+        self.api = FastAPI(title="joblib-app", version="0.1.0", redirect_slashes=False)
         self.api.state.joblib = self.context
         install_problem_handlers(self.api)
         for module in (workers_api, jobs_api, tasks_api, providers_api):
             self.api.include_router(module.router)
+        # Included without a prefix, so they match the sub-app's paths as they are.
+        self._api_routes = [
+            r
+            for module in (workers_api, jobs_api, tasks_api, providers_api)
+            for r in module.router.routes
+            if isinstance(r, Route)
+        ]
         # Mounted inside the sub-app, engine.io answers at <mount>/socket.io/ whatever the
         # host's mount path and root path are.
         self.api.mount("/socket.io", socketio.ASGIApp(self.sio, socketio_path=None))
         self._asgi = BodySizeLimit(self.api, self._body_limit)
         # The per-task endpoints bypass FastAPI's per-request machinery (see api.plain).
-        self._plain = PlainRouter(TASK_ROUTES, self.context)
+        self._plain = PlainRouter(TASK_ROUTES, self.context, self._api_methods)
         document_routes(self.api, TASK_ROUTES, tag="tasks")
 
         self._started = False
@@ -122,6 +133,35 @@ class JoblibApp:
         if scope["path"].endswith("/results"):
             return settings.max_provider_result_bytes
         return settings.max_request_body_bytes
+
+    def _api_methods(self, scope: Scope) -> list[str]:
+        """Methods the FastAPI app's routes serve on this request's path."""
+        methods: list[str] = []
+        for candidate in self._api_routes:
+            if candidate.methods:
+                matched, _ = candidate.matches(scope)
+                if matched is not Match.NONE:
+                    methods.extend(candidate.methods)
+        return methods
+
+    def _allowed_methods(self, scope: Scope) -> list[str]:
+        """Every method served on this request's path, plain routes and FastAPI's alike."""
+        path = route_path(scope)
+        plain = [r.method for r in self._plain.routes if r.pattern.match(path)]
+        return allow_list(plain + self._api_methods(scope))
+
+    async def _serve_api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The FastAPI app, with a 405's ``Allow`` listing every method of the path
+        (Starlette lists those of the first route that matched the path only)."""
+
+        async def send_with_allow(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
+                allow = ", ".join(self._allowed_methods(scope))
+                message = {**message, "headers": [*headers, (b"allow", allow.encode())]}
+            await send(message)
+
+        await self._asgi(scope, receive, send_with_allow)
 
     @property
     def started(self) -> bool:
@@ -240,6 +280,8 @@ class JoblibApp:
             if serve is not None:
                 await serve(receive, send)
                 return
+            await self._serve_api(scope, receive, send)
+            return
         await self._asgi(scope, receive, send)
 
     async def _serve_lifespan(self, receive: Receive, send: Send) -> None:

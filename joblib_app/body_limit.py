@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from joblib_app.problems import problem_error_response, too_large_problem
+from joblib_app.problems import BodyTooLargeError, problem_error_response, too_large_problem
 
 
 class BodySizeLimit:
@@ -35,7 +35,7 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > limit:
                     # Raised inside the app's body read, so its handlers answer problem+json.
-                    raise too_large_problem(limit)
+                    raise BodyTooLargeError(limit)
             return message
 
         await self.app(scope, limited_receive, send)

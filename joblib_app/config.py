@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 Authenticate = Callable[[HTTPConnection], Awaitable[Principal | None]]
 WritableRoomGuard = Callable[[Principal, str], Awaitable[None]]
 ReadableRoomGuard = Callable[[Principal, str], Awaitable[bool]]
+JobServeGuard = Callable[[Principal, str, str], Awaitable[bool]]
 RoomsCleanedHook = Callable[[list[str]], Awaitable[None]]
 InternalExecutor = Callable[[type["Extension"], dict[str, Any], str, str], Awaitable[None]]
 
@@ -41,8 +42,10 @@ class JoblibConfig:
         engine: an async engine the host already owns (the app will not dispose it).
         writable_room: async guard ``(principal, room_id)`` run before registering a job or
             submitting a task; raise (``ProblemError`` or ``HTTPException``) to refuse.
-        can_read_room: async ``(principal, room_id) -> bool`` deciding whether a Socket.IO
-            client may follow ``room:{room_id}``; default: any authenticated principal.
+        can_read_room: async ``(principal, room_id) -> bool`` deciding who may read a room:
+            follow ``room:{room_id}`` over Socket.IO, and read its jobs, tasks, workers and
+            providers over REST (``403``; a single task of the room is ``404`` unless the
+            caller submitted it or claimed it); default: any authenticated principal.
         on_rooms_cleaned: async hook given the room ids whose providers a worker cleanup
             removed.
         redis_key_prefix: prefix of every Redis key and channel the app uses.
@@ -55,7 +58,11 @@ class JoblibConfig:
             task; default: :func:`joblib_app.internal.executor.database_executor` (in the
             server process, writing to the database).
         settings: tunables; default reads the environment and ``pyproject.toml``.
-        socketio_cors_allowed_origins: passed to python-socketio.
+        socketio_cors_allowed_origins: origins allowed to open cross-origin Socket.IO
+            connections (python-socketio's ``cors_allowed_origins``: a list, one origin, or
+            ``"*"``). Default ``None``: same origin only.
+        can_serve_job: async ``(principal, room_id, job_full_name) -> bool`` deciding who
+            may register a worker for a job (``403`` if not); default: anyone.
     """
 
     authenticate: Authenticate
@@ -71,4 +78,5 @@ class JoblibConfig:
     internal_jobs: Sequence[type[Extension]] = field(default_factory=list)
     executor: InternalExecutor | None = None
     settings: JobLibSettings = field(default_factory=JobLibSettings)
-    socketio_cors_allowed_origins: str | list[str] = "*"
+    socketio_cors_allowed_origins: str | list[str] | None = None
+    can_serve_job: JobServeGuard | None = None

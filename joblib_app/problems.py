@@ -84,6 +84,18 @@ def too_large_problem(limit: int) -> ProblemError:
     )
 
 
+class BodyTooLargeError(StarletteHTTPException):
+    """A body that outgrew its limit while being read: answered as ``413 content-too-large``.
+
+    An HTTPException because FastAPI re-raises those from its body read and turns any other
+    exception there into ``400``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.problem = too_large_problem(limit)
+        super().__init__(413, self.problem.detail)
+
+
 def validation_problem(errors: list[dict[str, Any]]) -> ProblemError:
     """``422`` with each error as ``{"loc", "msg", "type"}``, summarised in ``detail``."""
     summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
@@ -160,6 +172,8 @@ async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, BodyTooLargeError):
+        return problem_error_response(exc.problem, request.url.path)
     kind = _kind_for_status(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return problem_response(

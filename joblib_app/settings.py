@@ -42,6 +42,13 @@ class JobLibSettings(BaseSettings):
     redis_operation_timeout_seconds: float = 2.0
     # How long shutdown waits for internal tasks running inside the server process.
     internal_shutdown_grace_seconds: float = 10.0
+    # Hostile input (issue 11): nesting depth of job/provider schemas and task payloads.
+    max_json_depth: int = 64
+    # Total bytes the in-memory provider result cache holds; the oldest are evicted first.
+    provider_cache_max_bytes: int = 256 * 1_048_576
+    # An engine.io session that has not connected (authenticated) a namespace by then is
+    # closed.
+    socketio_connect_timeout_seconds: float = 10.0
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,12 @@ JOBLIB_TEST_INTERNAL       "1" registers the internal test extensions
 JOBLIB_TEST_BROKER_REDIS   with a Redis URL: taskiq ListQueueBroker on that Redis
 JOBLIB_TEST_READ_GUARD     "1": can_read_room lets only superusers follow rooms named secret-*
 JOBLIB_TEST_ROOMS_CLEANED_LOG  a file path: on_rooms_cleaned appends each room id to it, one a line
+JOBLIB_TEST_SCOPE_AUTH     "1": a middleware puts the ``X-Test-User`` header into ``scope["user"]``
+                           and ``authenticate`` trusts that scope value first (as hosts with an
+                           auth middleware do)
+JOBLIB_TEST_SERVE_GUARD    "1": can_serve_job lets only <user> (or a superuser) serve jobs of
+                           rooms named private-<user>-*
+JOBLIB_TEST_SIO_ORIGINS    JSON: socketio_cors_allowed_origins
 ZNDRAW_JOBLIB_*            settings
 
 Tokens: ``admin`` (superuser), and any ``user:<name>`` token is the principal <name>.
@@ -17,11 +23,13 @@ Tokens: ``admin`` (superuser), and any ``user:<name>`` token is the principal <n
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 
 from fastapi import FastAPI
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from joblib_app import JoblibConfig, Principal, create_joblib_app
 from joblib_app.auth import bearer_token
@@ -30,6 +38,9 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 
 
 async def authenticate(conn: HTTPConnection) -> Principal | None:
+    scope_user = conn.scope.get("user") if SCOPE_AUTH else None
+    if isinstance(scope_user, str) and scope_user:
+        return Principal(scope_user, is_superuser=scope_user == "admin")
     token = bearer_token(conn)
     if token == "admin":
         return Principal("admin", is_superuser=True)
@@ -40,6 +51,26 @@ async def authenticate(conn: HTTPConnection) -> Principal | None:
 
 async def can_read_room(principal: Principal, room_id: str) -> bool:
     return principal.is_superuser or not room_id.startswith("secret-")
+
+
+async def can_serve_job(principal: Principal, room_id: str, job_full_name: str) -> bool:
+    if principal.is_superuser or not room_id.startswith("private-"):
+        return True
+    return room_id.startswith(f"private-{principal.id}-")
+
+
+class ScopeUser:
+    """An auth middleware in miniature: the ``X-Test-User`` header becomes ``scope["user"]``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            for name, value in scope.get("headers", ()):
+                if name == b"x-test-user":
+                    scope = {**scope, "user": value.decode("latin-1")}
+        await self.app(scope, receive, send)
 
 
 def _append_rooms(room_ids: list[str]) -> None:
@@ -68,7 +99,9 @@ def _internal_jobs() -> list:
     return list(INTERNAL_EXTENSIONS)
 
 
+SCOPE_AUTH = os.environ.get("JOBLIB_TEST_SCOPE_AUTH") == "1"
 redis_url = os.environ.get("JOBLIB_TEST_REDIS_URL") or None
+sio_origins = os.environ.get("JOBLIB_TEST_SIO_ORIGINS")
 joblib = create_joblib_app(
     JoblibConfig(
         authenticate=authenticate,
@@ -81,11 +114,15 @@ joblib = create_joblib_app(
         on_rooms_cleaned=(
             log_rooms_cleaned if os.environ.get("JOBLIB_TEST_ROOMS_CLEANED_LOG") else None
         ),
+        can_serve_job=can_serve_job if os.environ.get("JOBLIB_TEST_SERVE_GUARD") == "1" else None,
+        socketio_cors_allowed_origins=json.loads(sio_origins) if sio_origins else None,
     )
 )
 use_lifespan = os.environ.get("JOBLIB_TEST_LIFESPAN", "1") == "1"
 app = FastAPI(lifespan=joblib.lifespan if use_lifespan else None)
 app.mount(os.environ.get("JOBLIB_TEST_MOUNT", "/v1/joblib"), joblib)
+if SCOPE_AUTH:
+    app.add_middleware(ScopeUser)
 
 
 @app.get("/health")
@@ -103,3 +140,9 @@ async def waiters(channel: str) -> dict[str, int]:
 @app.get("/joblib-started")
 async def started() -> dict[str, bool]:
     return {"started": joblib.started}
+
+
+@app.get("/joblib-cache-bytes")
+async def cache_bytes() -> dict[str, int]:
+    """Bytes the in-memory provider result cache holds now."""
+    return {"bytes": joblib.context.result_backend.stored_bytes}

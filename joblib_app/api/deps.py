@@ -9,11 +9,15 @@ from fastapi import Depends, Query, Request
 from starlette.requests import HTTPConnection
 
 from joblib_app.context import AppContext
+from joblib_app.limits import MAX_OFFSET
 from joblib_app.principal import Principal
 from joblib_app.problems import ProblemError
 
 MAX_PAGE_SIZE = 500
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
+# Exponents included: ``wait=1e9`` is a billion seconds (then capped), not one.
+_PREFER_WAIT = re.compile(
+    r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\"?", re.IGNORECASE
+)
 
 
 async def get_context(request: Request) -> AppContext:
@@ -44,7 +48,7 @@ async def get_principal(
 Ctx = Annotated[AppContext, Depends(get_context)]
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 Limit = Annotated[int, Query(ge=0, le=MAX_PAGE_SIZE)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def prefer_wait(request: Request) -> float | None:

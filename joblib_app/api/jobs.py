@@ -12,6 +12,7 @@ from joblib_app.api.guards import (
     visible_job,
 )
 from joblib_app.api.long_poll import notify_worker_jobs_changed
+from joblib_app.api.privacy import check_may_serve, check_readable_room
 from joblib_app.api.schemas import (
     JobOut,
     JobRegister,
@@ -21,6 +22,7 @@ from joblib_app.api.schemas import (
     TaskOut,
     WorkerSummary,
 )
+from joblib_app.limits import check_json_body
 from joblib_app.models import TaskStatus, utcnow
 from joblib_app.names import RESERVED_ROOMS, make_full_name, validate_room_id, visible_rooms
 from joblib_app.problems import ProblemError, forbidden
@@ -42,9 +44,11 @@ async def register_job(
     validate_room_id(room_id)
     if room_id in RESERVED_ROOMS and not principal.is_superuser:
         raise forbidden(f"Registering jobs in {room_id} requires a superuser")
+    check_json_body(body.schema_, ctx.settings.max_json_depth, "schema")
     check_category(body.category, ctx.settings.allowed_categories)
     await check_writable_room(ctx, principal, room_id)
     full_name = make_full_name(room_id, body.category, body.name)
+    await check_may_serve(ctx, principal, room_id, full_name)
     now = utcnow()
     outbox = Outbox()
     async with ctx.db.write() as conn:
@@ -93,6 +97,7 @@ async def list_jobs(
     room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[JobSummary]:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         rows, total = await jobs.list_jobs(conn, visible_rooms(room_id), limit=limit, offset=offset)
         linked = await jobs.workers_of_jobs(conn, [r.id for r in rows])
@@ -108,6 +113,7 @@ async def get_job(
     room_id: str, job_full_name: str, ctx: Ctx, principal: CurrentPrincipal
 ) -> JobOut:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         job = await visible_job(conn, room_id, job_full_name)
         linked = await jobs.workers_of_jobs(conn, [job.id])
@@ -125,6 +131,7 @@ async def list_job_tasks(
     offset: Offset = 0,
 ) -> Page[TaskOut]:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         job = await visible_job(conn, room_id, job_full_name)
         rows, total = await tasks.list_tasks(
@@ -140,6 +147,7 @@ async def list_room_workers(
     room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WorkerSummary]:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         rows, total = await workers.list_workers_in_rooms(
             conn, visible_rooms(room_id), limit=limit, offset=offset

@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -122,6 +122,10 @@ def _json_problem(raw: bytes) -> ProblemError:
         position = 0
     except ValueError as exc:
         position = getattr(exc, "pos", 0)
+    except RecursionError:
+        # Nested past Python's stack (pydantic refused it at its own depth limit): the
+        # position is unknown, the answer still 422.
+        position = 0
     error = {"loc": ["body", position], "msg": "JSON decode error", "type": "json_invalid"}
     return validation_problem([error])
 
@@ -199,6 +203,14 @@ def document_routes(api: FastAPI, routes: Sequence[PlainRoute], tag: str) -> Non
     api.openapi = openapi  # type: ignore[method-assign]
 
 
+def allow_list(methods: Iterable[str]) -> list[str]:
+    """The methods of an ``Allow`` header, sorted, with HEAD wherever GET is."""
+    found = set(methods)
+    if "GET" in found:
+        found.add("HEAD")
+    return sorted(found)
+
+
 def route_path(scope: Scope) -> str:
     """The path below the mount point (Starlette keeps the full path in ``scope``)."""
     path: str = scope["path"]
@@ -209,9 +221,16 @@ def route_path(scope: Scope) -> str:
 class PlainRouter:
     """Matches a request to a plain route; ``None`` hands it to the FastAPI app."""
 
-    def __init__(self, routes: Sequence[PlainRoute], ctx: AppContext) -> None:
+    def __init__(
+        self,
+        routes: Sequence[PlainRoute],
+        ctx: AppContext,
+        other_methods: Callable[[Scope], Iterable[str]] | None = None,
+    ) -> None:
         self.routes = tuple(routes)
         self.ctx = ctx
+        # Methods other routes (the FastAPI app's) serve on a path, for a 405's ``Allow``.
+        self.other_methods = other_methods
 
     def match(self, scope: Scope) -> Callable[[Receive, Send], Awaitable[None]] | None:
         path = route_path(scope)
@@ -228,6 +247,9 @@ class PlainRouter:
             return functools.partial(self._serve, candidate.handler, scope, found.groupdict())
         if not allowed:
             return None
+        if self.other_methods is not None:
+            allowed.extend(self.other_methods(scope))
+        allowed = allow_list(allowed)
 
         async def refuse(receive: Receive, send: Send) -> None:
             problem = ProblemError(

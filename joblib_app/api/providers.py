@@ -22,12 +22,14 @@ from joblib_app.api.deps import (
 )
 from joblib_app.api.guards import check_category, owned_worker_or_new
 from joblib_app.api.long_poll import STOPPING, until_stopping
+from joblib_app.api.privacy import check_readable_room
 from joblib_app.api.schemas import Page, ProviderOut, ProviderRegister
 from joblib_app.context import AppContext
+from joblib_app.limits import check_json_body, is_plain_id
 from joblib_app.models import utcnow
 from joblib_app.names import RESERVED_ROOMS, make_full_name, parse_full_name, validate_room_id
 from joblib_app.problems import ProblemError, forbidden, provider_not_found
-from joblib_app.providers.backend import ResultBackendUnavailable
+from joblib_app.providers.backend import ResultBackendUnavailable, ResultTooLargeError
 from joblib_app.realtime.events import (
     Outbox,
     ProviderRequest,
@@ -95,6 +97,7 @@ async def register_provider(
     validate_room_id(room_id)
     if room_id in RESERVED_ROOMS and not principal.is_superuser:
         raise forbidden(f"Registering providers in {room_id} requires a superuser")
+    check_json_body(body.schema_, ctx.settings.max_json_depth, "schema")
     check_category(body.category, ctx.settings.allowed_provider_categories)
     full_name = make_full_name(room_id, body.category, body.name)
     now = utcnow()
@@ -139,6 +142,7 @@ async def list_providers(
     room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[ProviderOut]:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         rows, total = await providers.list_providers(
             conn, provider_rooms(room_id), limit=limit, offset=offset
@@ -198,7 +202,9 @@ async def _recent_provider(ctx: AppContext, room_id: str, full_name: str) -> tup
 async def provider_info(
     room_id: str, full_name: str, ctx: Ctx, principal: CurrentPrincipal
 ) -> ProviderOut:
-    return provider_out(await _visible_provider(ctx, room_id, full_name))
+    row = await _visible_provider(ctx, room_id, full_name)
+    await check_readable_room(ctx, principal, room_id)
+    return provider_out(row)
 
 
 @router.get(
@@ -211,6 +217,7 @@ async def read_provider(
     """Read through the provider: cached result at once, else one ``provider_request`` for
     any number of identical concurrent reads, then wait (``Prefer: wait=N``) for the upload."""
     provider, fresh = await _recent_provider(ctx, room_id, full_name)
+    await check_readable_room(ctx, principal, room_id)
     settings = ctx.settings
     backend = ctx.result_backend
     canonical, digest = request_hash(dict(request.query_params))
@@ -275,6 +282,8 @@ async def _dispatch_unless_cached(
 
 
 async def _owned_provider(ctx: Ctx, principal: CurrentPrincipal, provider_id: str) -> Row:
+    if not is_plain_id(provider_id):
+        raise provider_not_found(provider_id)
     async with ctx.db.read() as conn:
         row = await providers.get_provider(conn, provider_id)
     if row is None:
@@ -282,6 +291,24 @@ async def _owned_provider(ctx: Ctx, principal: CurrentPrincipal, provider_id: st
     if row.user_id != principal.id and not principal.is_superuser:
         raise forbidden("Only the provider's owner or a superuser may do this")
     return row
+
+
+async def check_pending_request(ctx: AppContext, provider: Row, digest: str) -> None:
+    """``409 provider-request-not-pending`` unless a read of ``provider`` with this request
+    hash is in flight: the server asked for it (``provider_request``) and still waits.
+
+    So an owner can store only what readers asked for, once per request, not results
+    under any number of made-up hashes.
+    """
+    lock = inflight_key(provider.full_name, digest)
+    if await _backend(ctx.result_backend.get(lock)) is None:
+        raise ProblemError(
+            409,
+            "provider-request-not-pending",
+            f"No read of provider '{provider.full_name}' with request hash {digest} is "
+            "waiting for a result (it was answered already, or never asked for, or its "
+            "in-flight time ran out)",
+        )
 
 
 @router.post("/providers/{provider_id}/results", status_code=204)
@@ -300,10 +327,14 @@ async def upload_result(
     provider = await _owned_provider(ctx, principal, provider_id)
     if x_request_hash is None or not _HASH.match(x_request_hash):
         raise ProblemError(422, "validation-error", "X-Request-Hash must be a SHA-256 hex digest")
+    await check_pending_request(ctx, provider, x_request_hash)
     data = await request.body()
     backend = ctx.result_backend
     key = result_key(provider.full_name, x_request_hash)
-    await _backend(backend.store(key, data, ctx.settings.provider_result_ttl_seconds))
+    try:
+        await _backend(backend.store(key, data, ctx.settings.provider_result_ttl_seconds))
+    except ResultTooLargeError as exc:
+        raise ProblemError(413, "content-too-large", f"The result is too large: {exc}") from exc
     await _backend(backend.release_inflight(inflight_key(provider.full_name, x_request_hash)))
     await _backend(backend.notify_key(key))
     outbox = Outbox()

@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from joblib_app.limits import BodyId, ContentType, ErrorText, Name
 from joblib_app.models import TaskStatus
 
 T = TypeVar("T")
@@ -31,10 +32,10 @@ class WorkerSummary(WorkerOut):
 class JobRegister(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    category: str
-    name: str = Field(min_length=1, max_length=255, pattern=r"^[^:]+$")
+    category: Name
+    name: Name
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    worker_id: str | None = None
+    worker_id: BodyId | None = None
 
 
 class JobSummary(BaseModel):
@@ -75,7 +76,7 @@ class TaskOut(BaseModel):
 
 
 class ClaimRequest(BaseModel):
-    worker_id: str
+    worker_id: BodyId
 
 
 class ClaimResponse(BaseModel):
@@ -84,17 +85,17 @@ class ClaimResponse(BaseModel):
 
 class TaskUpdate(BaseModel):
     status: TaskStatus
-    error: str | None = None
+    error: ErrorText = None
 
 
 class ProviderRegister(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    category: str = Field(min_length=1, max_length=255, pattern=r"^[^:]+$")
-    name: str = Field(min_length=1, max_length=255, pattern=r"^[^:]+$")
+    category: Name
+    name: Name
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    content_type: str = "application/json"
-    worker_id: str | None = None
+    content_type: ContentType = "application/json"
+    worker_id: BodyId | None = None
 
 
 class ProviderOut(BaseModel):

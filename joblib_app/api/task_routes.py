@@ -18,9 +18,11 @@ from joblib_app.api.deps import format_seconds, parse_prefer_wait
 from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
 from joblib_app.api.long_poll import STOPPING, claim_long_poll, until_stopping
 from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
+from joblib_app.api.privacy import check_readable_task
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
 from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
+from joblib_app.limits import check_json_body
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
 from joblib_app.principal import Principal
@@ -55,6 +57,7 @@ async def submit_task(request: PlainRequest) -> PlainResponse:
     job_full_name = request.path_params["job_full_name"]
     principal = await request.principal()
     body = await request.json_body(TaskSubmit)
+    check_json_body(body.payload, ctx.settings.max_json_depth, "payload")
     validate_room_id(room_id)
     await check_writable_room(ctx, principal, room_id)
     positions: dict[int, int] = {}
@@ -184,11 +187,12 @@ def _is_terminal(row: Row) -> bool:
 async def get_task(request: PlainRequest) -> PlainResponse:
     """``GET /tasks/{task_id}``; with ``Prefer: wait=N``, answer once it is terminal."""
     ctx = request.ctx
-    await request.principal()
+    principal = await request.principal()
     task_id = task_id_param(request)
     wait = _wait_seconds(request)
     if not wait:
         row, positions = await read_task(ctx, task_id)
+        await check_readable_task(ctx, principal, row)
         return PlainResponse(task_json(row, positions))
     capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
     loop = asyncio.get_running_loop()
@@ -196,6 +200,7 @@ async def get_task(request: PlainRequest) -> PlainResponse:
     # Subscribe before reading, so a change between the read and the wait still wakes us.
     async with ctx.notifier.listen([task_notify_channel(task_id)]) as listener:
         row, positions = await read_task(ctx, task_id)
+        await check_readable_task(ctx, principal, row)
         if _is_terminal(row):
             # Nothing to wait for: answered at once, so the wait was not applied.
             return PlainResponse(task_json(row, positions))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset
+from joblib_app.api.privacy import check_readable_room
 from joblib_app.api.schemas import Page, TaskOut
 from joblib_app.models import TaskStatus
 from joblib_app.names import validate_room_id
@@ -24,6 +25,7 @@ async def list_room_tasks(
     offset: Offset = 0,
 ) -> Page[TaskOut]:
     validate_room_id(room_id)
+    await check_readable_room(ctx, principal, room_id)
     async with ctx.db.read() as conn:
         rows, total = await tasks.list_tasks(
             conn, room_id=room_id, status=status, limit=limit, offset=offset

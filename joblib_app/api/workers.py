@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset
 from joblib_app.api.schemas import Page, WorkerOut, WorkerSummary
 from joblib_app.cleanup import cleanup_workers
+from joblib_app.limits import is_plain_id
 from joblib_app.models import utcnow
 from joblib_app.problems import forbidden, worker_not_found
 from joblib_app.store import workers
@@ -35,6 +36,8 @@ async def list_workers(
 
 @router.patch("/workers/{worker_id}")
 async def heartbeat(worker_id: str, ctx: Ctx, principal: CurrentPrincipal) -> WorkerOut:
+    if not is_plain_id(worker_id):
+        raise worker_not_found(worker_id)
     async with ctx.db.write() as conn:
         row = await workers.get_worker(conn, worker_id)
         if row is None:
@@ -49,6 +52,8 @@ async def heartbeat(worker_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Wo
 
 @router.delete("/workers/{worker_id}", status_code=204)
 async def delete_worker(worker_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Response:
+    if not is_plain_id(worker_id):
+        raise worker_not_found(worker_id)
     async with ctx.db.read() as conn:
         row = await workers.get_worker(conn, worker_id)
     if row is None:

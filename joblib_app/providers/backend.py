@@ -18,6 +18,10 @@ class ResultBackendUnavailable(Exception):
     """The backend cannot be reached (e.g. Redis down). The server maps it to 503."""
 
 
+class ResultTooLargeError(Exception):
+    """A value larger than the backend holds in total. The server maps it to 413."""
+
+
 @runtime_checkable
 class ResultBackend(Protocol):
     """Key/value storage with expiry, an in-flight lock, and key waiters.

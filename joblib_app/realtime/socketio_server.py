@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,8 @@ from starlette.requests import HTTPConnection
 
 from joblib_app.cleanup import cleanup_workers
 from joblib_app.context import AppContext
-from joblib_app.names import validate_room_id
+from joblib_app.limits import is_plain_id
+from joblib_app.names import parse_full_name, validate_room_id
 from joblib_app.principal import Principal
 from joblib_app.problems import ProblemError
 from joblib_app.realtime.events import jobs_channel, providers_channel, room_channel
@@ -27,14 +29,80 @@ def _error(detail: str) -> Answer:
     return {"status": "error", "detail": detail}
 
 
+class JoblibSocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, hardened against what a client can send.
+
+    - python-socketio dispatches a client-sent *event* named ``connect`` or ``disconnect``
+      to the handlers of those names, with arguments the client chose: a forged
+      ``connect`` would re-authenticate the connection from a client-made environ, a forged
+      ``disconnect`` would clean up its workers while it stays open. Such events are
+      dropped; only the protocol's own CONNECT and DISCONNECT packets reach the handlers.
+    - An engine.io session that has not connected a namespace within ``connect_timeout``
+      seconds (it never authenticated, or was refused) is closed, so idle sessions cannot
+      pile up.
+    """
+
+    RESERVED_CLIENT_EVENTS = frozenset({"connect", "disconnect", "connect_error"})
+
+    def __init__(self, *, connect_timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connect_timeout = connect_timeout
+        self._connect_timers: dict[str, asyncio.Task[None]] = {}
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
+        if data and isinstance(data[0], str) and data[0] in self.RESERVED_CLIENT_EVENTS:
+            logger.warning(
+                "Ignored a client-sent '%s' event on engine.io session %s", data[0], eio_sid
+            )
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        await super()._handle_eio_connect(eio_sid, environ)
+        self._connect_timers[eio_sid] = asyncio.create_task(
+            self._close_if_unconnected(eio_sid), name=f"joblib-sio-connect-timeout-{eio_sid}"
+        )
+
+    async def _handle_eio_disconnect(self, eio_sid: str, *args: Any) -> None:
+        timer = self._connect_timers.pop(eio_sid, None)
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+        await super()._handle_eio_disconnect(eio_sid, *args)
+
+    async def _close_if_unconnected(self, eio_sid: str) -> None:
+        await asyncio.sleep(self.connect_timeout)
+        if self.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+            self._connect_timers.pop(eio_sid, None)
+            return
+        logger.info(
+            "Closing engine.io session %s: no namespace connected within %g s",
+            eio_sid,
+            self.connect_timeout,
+        )
+        socket = self.eio.sockets.get(eio_sid)
+        await self.eio.disconnect(eio_sid)
+        if socket is not None:
+            # Wakes engine.io's websocket writer, which closes the websocket; it would
+            # otherwise wait ping_interval + ping_timeout for a packet before doing so.
+            await socket.queue.put(None)
+
+
 def create_socketio_server(
-    *, redis_url: str | None, channel: str, cors_allowed_origins: str | list[str]
+    *,
+    redis_url: str | None,
+    channel: str,
+    cors_allowed_origins: str | list[str] | None,
+    connect_timeout: float,
 ) -> socketio.AsyncServer:
-    """A python-socketio server; with ``redis_url`` its emits reach every server process."""
+    """A python-socketio server; with ``redis_url`` its emits reach every server process.
+
+    ``cors_allowed_origins`` ``None`` accepts same-origin connections only.
+    """
     manager = (
         socketio.AsyncRedisManager(redis_url, channel=channel) if redis_url is not None else None
     )
-    return socketio.AsyncServer(
+    return JoblibSocketServer(
+        connect_timeout=connect_timeout,
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins=cors_allowed_origins,
@@ -84,6 +152,8 @@ def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext
         worker_id = data.get("worker_id") if isinstance(data, dict) else None
         if not isinstance(worker_id, str):
             return _error("worker_id is required")
+        if not is_plain_id(worker_id):
+            return _error(f"Worker {worker_id[:40]!r} not found")
         async with get_ctx().db.read() as conn:
             worker = await workers.get_worker(conn, worker_id)
         if worker is None or worker.user_id != principal.id:
@@ -130,6 +200,8 @@ def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext
         name = data.get("provider_name")
         if not isinstance(name, str):
             return _error("provider_name is required")
+        if parse_full_name(name) is None:
+            return _error(f"Worker '{worker_id}' does not serve provider {name[:40]!r}")
         async with get_ctx().db.read() as conn:
             provider = await providers.get_provider_by_name(conn, name)
         if provider is None or provider.worker_id != worker_id:

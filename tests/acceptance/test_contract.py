@@ -678,7 +678,7 @@ async def test_unsupported_method_on_a_task_route_is_405(api: Api) -> None:
     response = await api.request("DELETE", "/tasks/some-task")
     body = assert_problem(response, 405)
     assert body["status"] == 405
-    assert set(response.headers["allow"].split(", ")) == {"GET", "PATCH"}
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "PATCH"}
 
 
 async def test_head_of_a_task_is_answered_like_get(api: Api) -> None:
