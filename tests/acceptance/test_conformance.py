@@ -65,7 +65,10 @@ async def test_result_upload_checks_provider_and_caller_before_the_hash(api: Api
     assert_problem(await upload(api, provider["id"], BOB, "not-a-hash"), 403, "forbidden")
     assert_problem(await upload(api, provider["id"], ALICE, "not-a-hash"), 422)
     assert_problem(await upload(api, provider["id"], ALICE, None), 422)
-    assert (await upload(api, provider["id"], ALICE, HASH)).status_code == 204
+    # A well-formed hash nobody asked for is refused last (issue 11: uploads answer reads).
+    assert_problem(
+        await upload(api, provider["id"], ALICE, HASH), 409, "provider-request-not-pending"
+    )
 
 
 async def test_a_superuser_overwrites_another_users_provider(api: Api) -> None:
