@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
-from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.types import Receive, Scope, Send
 from taskiq import AsyncBroker, InMemoryBroker
 
@@ -17,6 +17,7 @@ from joblib_app.api import jobs as jobs_api
 from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
+from joblib_app.api.openapi import install_openapi
 from joblib_app.api.plain import PlainRouter, document_routes
 from joblib_app.api.task_routes import TASK_ROUTES
 from joblib_app.body_limit import BodySizeLimit
@@ -91,7 +92,9 @@ class JoblibApp:
         self.context.internal = self._register_internal_jobs()
         install_handlers(self.sio, lambda: self.context)
 
-        self.api = FastAPI(title="joblib-app", version="0.1.0")
+        # Swagger UI and ReDoc assets come from the fastapi-offline package, served by this
+        # app under <mount>/static-offline-docs: /docs and /redoc need no internet.
+        self.api = FastAPIOffline(title="joblib-app", version="0.1.0")
         self.api.state.joblib = self.context
         install_problem_handlers(self.api)
         for module in (workers_api, jobs_api, tasks_api, providers_api):
@@ -103,6 +106,7 @@ class JoblibApp:
         # The per-task endpoints bypass FastAPI's per-request machinery (see api.plain).
         self._plain = PlainRouter(TASK_ROUTES, self.context)
         document_routes(self.api, TASK_ROUTES, tag="tasks")
+        install_openapi(self.api)
 
         self._started = False
         self._start_lock: asyncio.Lock | None = None
