@@ -17,6 +17,7 @@ from joblib_app.api import jobs as jobs_api
 from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
+from joblib_app.api.docs import install_redoc
 from joblib_app.api.openapi import install_openapi
 from joblib_app.api.plain import PlainRouter, document_routes
 from joblib_app.api.task_routes import TASK_ROUTES
@@ -94,7 +95,8 @@ class JoblibApp:
 
         # Swagger UI and ReDoc assets come from the fastapi-offline package, served by this
         # app under <mount>/static-offline-docs: /docs and /redoc need no internet.
-        self.api = FastAPIOffline(title="joblib-app", version="0.1.0")
+        self.api = FastAPIOffline(title="joblib-app", version="0.1.0", redoc_url=None)
+        install_redoc(self.api)
         self.api.state.joblib = self.context
         install_problem_handlers(self.api)
         for module in (workers_api, jobs_api, tasks_api, providers_api):
