@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HOST = '''\
+HOST = """\
 from fastapi import FastAPI
 
 from joblib_app import JoblibConfig, Principal, create_joblib_app, static_token_authenticator
@@ -26,7 +26,7 @@ app = FastAPI(lifespan=joblib.lifespan)
 app.mount("/v1/joblib", joblib)
 manager_type: type[JobManager] = JobManager
 reveal_type(joblib)
-'''
+"""
 # The package's dependencies are skipped: checking them (fastapi, pydantic, SQLAlchemy, ...)
 # takes minutes and says nothing about whether joblib_app itself is found.
 CONFIG = """\
