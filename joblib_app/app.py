@@ -108,7 +108,7 @@ class JoblibApp:
         # The per-task endpoints bypass FastAPI's per-request machinery (see api.plain).
         self._plain = PlainRouter(TASK_ROUTES, self.context)
         document_routes(self.api, TASK_ROUTES, tag="tasks")
-        install_openapi(self.api)
+        install_openapi(self.api, settings)
 
         self._started = False
         self._start_lock: asyncio.Lock | None = None

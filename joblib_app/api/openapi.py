@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from joblib_app.problems import PROBLEM_CONTENT_TYPE
+from joblib_app.settings import JobLibSettings
 
 PROBLEM_REF = "#/components/schemas/Problem"
 SECURITY_SCHEME = "bearerAuth"
@@ -107,9 +108,21 @@ def _complete_operation(operation: dict[str, Any]) -> None:
     operation["responses"] = dict(sorted(responses.items()))
 
 
-def _complete(schema: dict[str, Any]) -> dict[str, Any]:
+def _document_categories(defined: dict[str, Any], settings: JobLibSettings) -> None:
+    """The allowed categories, where the settings restrict them, as the schema's enum."""
+    for model, allowed in (
+        ("JobRegister", settings.allowed_categories),
+        ("ProviderRegister", settings.allowed_provider_categories),
+    ):
+        category = defined.get(model, {}).get("properties", {}).get("category")
+        if category is not None and allowed is not None:
+            category["enum"] = sorted(allowed)
+
+
+def _complete(schema: dict[str, Any], settings: JobLibSettings) -> dict[str, Any]:
     components = schema.setdefault("components", {})
     defined = components.setdefault("schemas", {})
+    _document_categories(defined, settings)
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     defined.update(problem.pop("$defs", {}))
     defined["Problem"] = problem
@@ -129,7 +142,7 @@ def _complete(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def install_openapi(api: FastAPI) -> None:
+def install_openapi(api: FastAPI, settings: JobLibSettings) -> None:
     """Make ``api``'s OpenAPI document true to what it answers (call after every route and
     every other ``api.openapi`` wrapper is in place)."""
     generate: Callable[[], dict[str, Any]] = api.openapi
@@ -137,7 +150,7 @@ def install_openapi(api: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if "schema" not in done:
-            done["schema"] = _complete(generate())
+            done["schema"] = _complete(generate(), settings)
             api.openapi_schema = done["schema"]
         return done["schema"]
 

@@ -307,7 +307,14 @@ async def upload_result(
     request: Request,
     ctx: Ctx,
     principal: CurrentPrincipal,
-    x_request_hash: Annotated[str, Header()],
+    x_request_hash: Annotated[
+        str,
+        # Documented only: the route checks the provider and the caller before the format.
+        Header(
+            description="The `request_id` of the `provider_request` answered",
+            json_schema_extra={"pattern": "^[0-9a-f]{64}$"},
+        ),
+    ],
 ) -> Response:
     """Store a read's result byte for byte, release its in-flight lock, wake the readers."""
     if not _HASH.match(x_request_hash):

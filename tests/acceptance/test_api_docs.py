@@ -152,7 +152,9 @@ def test_provider_upload_body_and_read_parameters(document: dict[str, Any]) -> N
     assert content == {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
     }
-    assert parameter(upload, "x-request-hash")["required"] is True
+    request_hash = parameter(upload, "x-request-hash")
+    assert request_hash["required"] is True
+    assert request_hash["schema"]["pattern"] == "^[0-9a-f]{64}$"
     read = operation(document, "get", "/rooms/{room_id}/providers/{full_name}")
     params = parameter(read, "params")
     assert params["in"] == "query"
@@ -160,6 +162,11 @@ def test_provider_upload_body_and_read_parameters(document: dict[str, Any]) -> N
     assert params["explode"] is True
     assert params["schema"] == {"type": "object", "additionalProperties": {"type": "string"}}
     assert set(read["responses"]["200"]["content"]) == {"*/*"}
+
+
+def test_allowed_categories_are_the_documented_enum(document: dict[str, Any]) -> None:
+    category = document["components"]["schemas"]["JobRegister"]["properties"]["category"]
+    assert category["enum"] == ["analysis", "modifiers", "selections"]
 
 
 def test_summaries_are_plain_words(document: dict[str, Any]) -> None:
