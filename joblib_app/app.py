@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
-from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 from taskiq import AsyncBroker, InMemoryBroker
@@ -18,7 +18,9 @@ from joblib_app.api import jobs as jobs_api
 from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
+from joblib_app.api.docs import install_redoc
 from joblib_app.api.long_poll import ShutdownSignals, begin_stopping, reset_stopping
+from joblib_app.api.openapi import install_openapi
 from joblib_app.api.plain import PlainRouter, allow_list, document_routes, route_path
 from joblib_app.api.task_routes import TASK_ROUTES
 from joblib_app.body_limit import BodySizeLimit
@@ -96,7 +98,12 @@ class JoblibApp:
 
         # No trailing-slash redirects: Starlette builds their Location from the request's
         # Host header, which would send a client off-site (``Host: evil.example``).
-        self.api = FastAPI(title="joblib-app", version="0.1.0", redirect_slashes=False)
+        # Swagger UI and ReDoc assets come from the fastapi-offline package, served by this
+        # app under <mount>/static-offline-docs: /docs and /redoc need no internet.
+        self.api = FastAPIOffline(
+            title="joblib-app", version="0.1.0", redoc_url=None, redirect_slashes=False
+        )
+        install_redoc(self.api)
         self.api.state.joblib = self.context
         install_problem_handlers(self.api)
         for module in (workers_api, jobs_api, tasks_api, providers_api):
@@ -115,6 +122,7 @@ class JoblibApp:
         # The per-task endpoints bypass FastAPI's per-request machinery (see api.plain).
         self._plain = PlainRouter(TASK_ROUTES, self.context, self._api_methods)
         document_routes(self.api, TASK_ROUTES, tag="tasks")
+        install_openapi(self.api, settings)
 
         self._started = False
         self._start_lock: asyncio.Lock | None = None

@@ -7,6 +7,7 @@ one-line reason.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 
 import pytest
@@ -55,3 +56,14 @@ def delete_redis_prefix(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def require_chromium() -> str:
+    """The Debian ``chromium`` binary (driven by Playwright); skip or fail as for services."""
+    path = shutil.which("chromium")
+    if path is not None:
+        return path
+    reason = "chromium is not installed (apt-get install -y chromium)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: a missing browser is a failure)")
+    pytest.skip(reason)

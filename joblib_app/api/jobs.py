@@ -12,6 +12,7 @@ from joblib_app.api.guards import (
     visible_job,
 )
 from joblib_app.api.long_poll import notify_worker_jobs_changed
+from joblib_app.api.openapi import problems
 from joblib_app.api.privacy import check_may_serve, check_readable_room
 from joblib_app.api.schemas import (
     JobOut,
@@ -33,7 +34,16 @@ from joblib_app.views import job_out, task_out
 router = APIRouter(tags=["jobs"])
 
 
-@router.put("/rooms/{room_id}/jobs", status_code=201)
+@router.put(
+    "/rooms/{room_id}/jobs",
+    status_code=201,
+    summary="Register a job (or link a worker to it)",
+    responses={
+        201: {"description": "Registered (new, or a deleted job reactivated)"},
+        200: {"model": JobRegistered, "description": "Already registered with this schema"},
+        **problems(400, 403, 404, 409),
+    },
+)
 async def register_job(
     room_id: str,
     body: JobRegister,
@@ -92,7 +102,9 @@ async def register_job(
     return JobRegistered(**out.model_dump(by_alias=True), worker_id=worker_id)
 
 
-@router.get("/rooms/{room_id}/jobs")
+@router.get(
+    "/rooms/{room_id}/jobs", summary="List the jobs visible in a room", responses=problems(400)
+)
 async def list_jobs(
     room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[JobSummary]:
@@ -108,7 +120,9 @@ async def list_jobs(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/rooms/{room_id}/jobs/{job_full_name}")
+@router.get(
+    "/rooms/{room_id}/jobs/{job_full_name}", summary="Read a job", responses=problems(400, 404)
+)
 async def get_job(
     room_id: str, job_full_name: str, ctx: Ctx, principal: CurrentPrincipal
 ) -> JobOut:
@@ -120,7 +134,11 @@ async def get_job(
     return job_out(job, linked[job.id])
 
 
-@router.get("/rooms/{room_id}/jobs/{job_full_name}/tasks")
+@router.get(
+    "/rooms/{room_id}/jobs/{job_full_name}/tasks",
+    summary="List a job's tasks in a room",
+    responses=problems(400, 404),
+)
 async def list_job_tasks(
     room_id: str,
     job_full_name: str,
@@ -142,7 +160,11 @@ async def list_job_tasks(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/rooms/{room_id}/workers")
+@router.get(
+    "/rooms/{room_id}/workers",
+    summary="List the workers serving jobs visible in a room",
+    responses=problems(400),
+)
 async def list_room_workers(
     room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WorkerSummary]:

@@ -25,6 +25,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
 from joblib_app.api.deps import authenticate
+from joblib_app.api.openapi import problem_response as problem_doc
 from joblib_app.context import AppContext
 from joblib_app.principal import Principal
 from joblib_app.problems import (
@@ -148,6 +149,11 @@ class PlainRoute:
     body: type[BaseModel] | None
     response: type[BaseModel]
     status: int
+    summary: str = ""
+    # Problem statuses the route can answer besides 401, 413 and 422 (see api.openapi).
+    errors: tuple[int, ...] = ()
+    parameters: tuple[dict[str, Any], ...] = ()
+    response_headers: Mapping[str, str] | None = None
 
 
 def route(
@@ -158,10 +164,30 @@ def route(
     response: type[BaseModel],
     body: type[BaseModel] | None = None,
     status: int = 200,
+    summary: str = "",
+    errors: tuple[int, ...] = (),
+    parameters: tuple[dict[str, Any], ...] = (),
+    response_headers: Mapping[str, str] | None = None,
 ) -> PlainRoute:
-    """``path`` uses ``{name}`` for one path segment, as FastAPI's routes do."""
+    """``path`` uses ``{name}`` for one path segment, as FastAPI's routes do.
+
+    ``summary``, ``errors``, ``parameters`` (extra OpenAPI parameter objects) and
+    ``response_headers`` (name to description) only feed the OpenAPI document.
+    """
     regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-    return PlainRoute(method, path, re.compile(f"^{regex}$"), handler, body, response, status)
+    return PlainRoute(
+        method,
+        path,
+        re.compile(f"^{regex}$"),
+        handler,
+        body,
+        response,
+        status,
+        summary,
+        errors,
+        parameters,
+        response_headers,
+    )
 
 
 def document_routes(api: FastAPI, routes: Sequence[PlainRoute], tag: str) -> None:
@@ -180,17 +206,28 @@ def document_routes(api: FastAPI, routes: Sequence[PlainRoute], tag: str) -> Non
         components.update(definitions.get("$defs", {}))
         for r in routes:
             doc = inspect.getdoc(r.handler) or ""
-            answer = {"application/json": {"schema": refs[(r.response, "validation")]}}
+            answer: dict[str, Any] = {
+                "description": "OK" if r.status == 200 else "Accepted",
+                "content": {"application/json": {"schema": refs[(r.response, "validation")]}},
+            }
+            if r.response_headers:
+                answer["headers"] = {
+                    name: {"description": why, "schema": {"type": "string"}}
+                    for name, why in r.response_headers.items()
+                }
+            responses: dict[str, Any] = {str(r.status): answer}
+            responses.update({str(s): problem_doc(s) for s in r.errors})
             operation: dict[str, Any] = {
                 "tags": [tag],
-                "summary": doc.split("\n", 1)[0],
+                "summary": r.summary or doc.split("\n", 1)[0],
                 "description": doc,
                 "operationId": r.handler.__name__,
                 "parameters": [
                     {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                     for n in r.pattern.groupindex
-                ],
-                "responses": {str(r.status): {"description": "OK", "content": answer}},
+                ]
+                + list(r.parameters),
+                "responses": responses,
             }
             if r.body is not None:
                 operation["requestBody"] = {

@@ -22,6 +22,7 @@ from joblib_app.api.deps import (
 )
 from joblib_app.api.guards import check_category, owned_worker_or_new
 from joblib_app.api.long_poll import STOPPING, until_stopping
+from joblib_app.api.openapi import prefer_wait_parameter, problems
 from joblib_app.api.privacy import check_readable_room
 from joblib_app.api.schemas import Page, ProviderOut, ProviderRegister
 from joblib_app.context import AppContext
@@ -86,7 +87,16 @@ async def _backend(operation: Awaitable[T]) -> T:
         ) from exc
 
 
-@router.put("/rooms/{room_id}/providers", status_code=201)
+@router.put(
+    "/rooms/{room_id}/providers",
+    status_code=201,
+    summary="Register a provider (or update one's own)",
+    responses={
+        201: {"description": "Registered"},
+        200: {"model": ProviderOut, "description": "Already registered: updated"},
+        **problems(400, 403, 404),
+    },
+)
 async def register_provider(
     room_id: str,
     body: ProviderRegister,
@@ -137,7 +147,11 @@ async def register_provider(
     return provider_out(row)
 
 
-@router.get("/rooms/{room_id}/providers")
+@router.get(
+    "/rooms/{room_id}/providers",
+    summary="List the providers visible in a room",
+    responses=problems(400),
+)
 async def list_providers(
     room_id: str, ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[ProviderOut]:
@@ -198,7 +212,11 @@ async def _recent_provider(ctx: AppContext, room_id: str, full_name: str) -> tup
     return await _visible_provider(ctx, room_id, full_name), True
 
 
-@router.get("/rooms/{room_id}/providers/{full_name}/info")
+@router.get(
+    "/rooms/{room_id}/providers/{full_name}/info",
+    summary="Read a provider's registration",
+    responses=problems(400, 404),
+)
 async def provider_info(
     room_id: str, full_name: str, ctx: Ctx, principal: CurrentPrincipal
 ) -> ProviderOut:
@@ -209,7 +227,30 @@ async def provider_info(
 
 @router.get(
     "/rooms/{room_id}/providers/{full_name}",
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    summary="Read data through a provider",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The provider's answer, byte for byte, in its `content_type`",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **problems(400, 404, 503, 504),
+    },
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "params",
+                "in": "query",
+                "required": False,
+                "style": "form",
+                "explode": True,
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                "description": "Any query parameters: they are the request the provider "
+                "answers, and (as canonical JSON) the cache key",
+            },
+            prefer_wait_parameter("wait up to N seconds for the provider's answer"),
+        ]
+    },
 )
 async def read_provider(
     room_id: str, full_name: str, request: Request, ctx: Ctx, principal: CurrentPrincipal
@@ -311,13 +352,35 @@ async def check_pending_request(ctx: AppContext, provider: Row, digest: str) -> 
         )
 
 
-@router.post("/providers/{provider_id}/results", status_code=204)
+@router.post(
+    "/providers/{provider_id}/results",
+    status_code=204,
+    summary="Upload the result of a provider request",
+    responses=problems(403, 404, 413, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The result, stored and served byte for byte",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 async def upload_result(
     provider_id: str,
     request: Request,
     ctx: Ctx,
     principal: CurrentPrincipal,
-    x_request_hash: Annotated[str | None, Header()] = None,
+    x_request_hash: Annotated[
+        str | None,
+        # Optional here so that the route checks the provider and the caller before the
+        # hash (the reference's order); its format is checked in the body.
+        Header(
+            description="The `request_id` of the `provider_request` answered",
+            json_schema_extra={"pattern": "^[0-9a-f]{64}$"},
+        ),
+    ] = None,
 ) -> Response:
     """Store a read's result byte for byte, release its in-flight lock, wake the readers.
 
@@ -346,7 +409,12 @@ async def upload_result(
     return Response(status_code=204)
 
 
-@router.delete("/providers/{provider_id}", status_code=204)
+@router.delete(
+    "/providers/{provider_id}",
+    status_code=204,
+    summary="Delete a provider",
+    responses=problems(403, 404),
+)
 async def delete_provider(provider_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Response:
     await _owned_provider(ctx, principal, provider_id)
     async with ctx.db.write() as conn:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from joblib_app.api.deps import format_seconds, parse_prefer_wait
 from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
 from joblib_app.api.long_poll import STOPPING, claim_long_poll, until_stopping
+from joblib_app.api.openapi import prefer_wait_parameter
 from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
 from joblib_app.api.privacy import check_readable_task
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
@@ -238,8 +239,41 @@ TASK_ROUTES: list[PlainRoute] = [
         body=TaskSubmit,
         response=TaskOut,
         status=202,
+        summary="Submit a task to a job",
+        errors=(400, 403, 404, 503),
+        response_headers={
+            "Location": "The task's URL: `<mount>/tasks/{id}`",
+            "Retry-After": "Seconds to wait before reading the task",
+        },
     ),
-    route("POST", "/tasks/claim", claim_task, body=ClaimRequest, response=ClaimResponse),
-    route("GET", "/tasks/{task_id}", get_task, response=TaskOut),
-    route("PATCH", "/tasks/{task_id}", update_task, body=TaskUpdate, response=TaskOut),
+    route(
+        "POST",
+        "/tasks/claim",
+        claim_task,
+        body=ClaimRequest,
+        response=ClaimResponse,
+        summary="Claim the oldest pending task of a worker's jobs",
+        errors=(403, 404),
+        parameters=(prefer_wait_parameter("wait up to N seconds for a task to claim"),),
+        response_headers={"Preference-Applied": "`wait=N` when the claim waited"},
+    ),
+    route(
+        "GET",
+        "/tasks/{task_id}",
+        get_task,
+        response=TaskOut,
+        summary="Read a task",
+        errors=(404, 422),
+        parameters=(prefer_wait_parameter("wait up to N seconds for the task to finish"),),
+        response_headers={"Preference-Applied": "`wait=N` when the read waited"},
+    ),
+    route(
+        "PATCH",
+        "/tasks/{task_id}",
+        update_task,
+        body=TaskUpdate,
+        response=TaskOut,
+        summary="Change a task's status",
+        errors=(403, 404, 409),
+    ),
 ]

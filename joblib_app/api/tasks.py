@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset
+from joblib_app.api.openapi import problems
 from joblib_app.api.privacy import check_readable_room
 from joblib_app.api.schemas import Page, TaskOut
 from joblib_app.models import TaskStatus
@@ -15,7 +16,7 @@ from joblib_app.views import task_out
 router = APIRouter(tags=["tasks"])
 
 
-@router.get("/rooms/{room_id}/tasks")
+@router.get("/rooms/{room_id}/tasks", summary="List a room's tasks", responses=problems(400))
 async def list_room_tasks(
     room_id: str,
     ctx: Ctx,

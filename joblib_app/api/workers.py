@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset
+from joblib_app.api.openapi import problems
 from joblib_app.api.schemas import Page, WorkerOut, WorkerSummary
 from joblib_app.cleanup import cleanup_workers
 from joblib_app.limits import is_plain_id
@@ -15,14 +16,14 @@ from joblib_app.store import workers
 router = APIRouter(tags=["workers"])
 
 
-@router.post("/workers", status_code=201)
+@router.post("/workers", status_code=201, summary="Create a worker")
 async def create_worker(ctx: Ctx, principal: CurrentPrincipal) -> WorkerOut:
     async with ctx.db.write() as conn:
         row = await workers.create_worker(conn, principal.id, utcnow())
     return WorkerOut(id=row.id, last_heartbeat=row.last_heartbeat)
 
 
-@router.get("/workers")
+@router.get("/workers", summary="List workers")
 async def list_workers(
     ctx: Ctx, principal: CurrentPrincipal, limit: Limit = 50, offset: Offset = 0
 ) -> Page[WorkerSummary]:
@@ -34,7 +35,9 @@ async def list_workers(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.patch("/workers/{worker_id}")
+@router.patch(
+    "/workers/{worker_id}", summary="Send a worker's heartbeat", responses=problems(403, 404)
+)
 async def heartbeat(worker_id: str, ctx: Ctx, principal: CurrentPrincipal) -> WorkerOut:
     if not is_plain_id(worker_id):
         raise worker_not_found(worker_id)
@@ -50,7 +53,12 @@ async def heartbeat(worker_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Wo
     return WorkerOut(id=row.id, last_heartbeat=row.last_heartbeat)
 
 
-@router.delete("/workers/{worker_id}", status_code=204)
+@router.delete(
+    "/workers/{worker_id}",
+    status_code=204,
+    summary="Delete a worker and clean up after it",
+    responses=problems(403, 404),
+)
 async def delete_worker(worker_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Response:
     if not is_plain_id(worker_id):
         raise worker_not_found(worker_id)
