@@ -42,6 +42,9 @@ class JobLibSettings(BaseSettings):
     redis_operation_timeout_seconds: float = 2.0
     # How long shutdown waits for internal tasks running inside the server process.
     internal_shutdown_grace_seconds: float = 10.0
+    # A task's result, measured as its compact JSON; task updates may be this much larger
+    # than ``max_request_body_bytes``.
+    max_task_result_bytes: int = 1_048_576
 
     @classmethod
     def settings_customise_sources(

@@ -25,6 +25,8 @@ from starlette.requests import HTTPConnection
 
 from joblib_app import JoblibConfig, Principal, create_joblib_app
 from joblib_app.auth import bearer_token
+from joblib_app.providers.memory import InMemoryResultBackend
+from joblib_app.providers.redis_backend import RedisResultBackend
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -103,3 +105,14 @@ async def waiters(channel: str) -> dict[str, int]:
 @app.get("/joblib-started")
 async def started() -> dict[str, bool]:
     return {"started": joblib.started}
+
+
+@app.get("/joblib-key-waiters/{key:path}")
+async def key_waiters(key: str) -> dict[str, int]:
+    """Provider reads of this process waiting for result-backend ``key``, so tests can act
+    once readers are provably waiting (reaches into the two backends the tests use)."""
+    backend = joblib.context.result_backend
+    if isinstance(backend, InMemoryResultBackend):
+        return {"count": len(backend._waiters.get(key, ()))}
+    assert isinstance(backend, RedisResultBackend)
+    return {"count": backend._notifier.listener_count(backend._prefix + key)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -19,7 +20,7 @@ from joblib_app.context import AppContext
 from joblib_app.models import utcnow
 from joblib_app.names import RESERVED_ROOMS, make_full_name, parse_full_name, validate_room_id
 from joblib_app.problems import ProblemError, forbidden, provider_not_found
-from joblib_app.providers.backend import ResultBackendUnavailable
+from joblib_app.providers.backend import ResultBackend, ResultBackendUnavailable
 from joblib_app.realtime.events import (
     Outbox,
     ProviderRequest,
@@ -61,6 +62,17 @@ def result_key(full_name: str, digest: str) -> str:
 
 def inflight_key(full_name: str, digest: str) -> str:
     return f"provider-inflight:{full_name}:{digest}"
+
+
+def error_key(full_name: str, digest: str) -> str:
+    """Where a provider's problem waits for the readers of one read; never a cache."""
+    return f"provider-error:{full_name}:{digest}"
+
+
+# A provider's problem outlives its upload only long enough for the readers it wakes to
+# read it (the backend's smallest TTL); the next read of the same key dispatches anew.
+PROVIDER_ERROR_TTL_SECONDS = 1
+PROVIDER_ERROR_DETAIL_MAX = 2000
 
 
 async def _backend(operation: Awaitable[T]) -> T:
@@ -215,6 +227,8 @@ async def read_provider(
                 inflight_key(full_name, digest), settings.provider_inflight_ttl_seconds
             )
         ):
+            # Asked anew: a problem the provider reported for an earlier request is stale.
+            await _backend(backend.delete(error_key(full_name, digest)))
             outbox = Outbox()
             outbox.emit(
                 ProviderRequest(request_id=digest, provider_name=full_name, params=canonical),
@@ -225,7 +239,17 @@ async def read_provider(
         if wait is None:
             wait = settings.provider_long_poll_default_seconds
         wait = min(wait, settings.provider_long_poll_max_seconds)
-        cached = await _backend(backend.wait_for_key(key, wait))
+        cached, problem = await _backend(
+            _wait_result_or_problem(backend, key, error_key(full_name, digest), wait)
+        )
+        if problem is not None:
+            raise ProblemError(
+                502,
+                "provider-error",
+                problem.decode(errors="replace"),
+                title="Provider error",
+                headers={"Retry-After": PROVIDER_RETRY_AFTER},
+            )
     if cached is None:
         raise ProblemError(
             504,
@@ -234,6 +258,49 @@ async def read_provider(
             headers={"Retry-After": PROVIDER_RETRY_AFTER},
         )
     return Response(content=cached, media_type=provider.content_type)
+
+
+async def _wait_result_or_problem(
+    backend: ResultBackend, key: str, problem_key: str, wait: float
+) -> tuple[bytes | None, bytes | None]:
+    """``(result, None)``, ``(None, problem detail)``, or ``(None, None)`` after ``wait`` s."""
+    result = asyncio.ensure_future(backend.wait_for_key(key, wait))
+    problem = asyncio.ensure_future(backend.wait_for_key(problem_key, wait))
+    try:
+        done, _ = await asyncio.wait({result, problem}, return_when=asyncio.FIRST_COMPLETED)
+        # Both wait as long: whichever ends first with nothing has timed out for both.
+        if result in done and result.result() is not None:
+            return result.result(), None
+        if problem in done and problem.result() is not None:
+            return None, problem.result()
+        return None, None
+    finally:
+        for waiter in (result, problem):
+            waiter.cancel()
+        await asyncio.gather(result, problem, return_exceptions=True)
+
+
+def _problem_detail(data: bytes) -> str:
+    """The ``detail`` of an uploaded problem+json body, or 422."""
+    try:
+        problem = json.loads(data)
+    except ValueError as exc:
+        raise ProblemError(
+            422, "validation-error", "A problem+json upload must be a JSON object"
+        ) from exc
+    detail = problem.get("detail") if isinstance(problem, dict) else None
+    if not isinstance(detail, str):
+        raise ProblemError(422, "validation-error", "A problem+json upload needs a string 'detail'")
+    return detail[:PROVIDER_ERROR_DETAIL_MAX]
+
+
+async def _fail_readers(ctx: AppContext, provider: Row, digest: str, detail: str) -> None:
+    """Hand a provider's problem to every reader waiting for ``digest``, cache nothing."""
+    backend = ctx.result_backend
+    problem_key = error_key(provider.full_name, digest)
+    await _backend(backend.store(problem_key, detail.encode(), PROVIDER_ERROR_TTL_SECONDS))
+    await _backend(backend.release_inflight(inflight_key(provider.full_name, digest)))
+    await _backend(backend.notify_key(problem_key))
 
 
 async def _owned_provider(ctx: Ctx, principal: CurrentPrincipal, provider_id: str) -> Row:
@@ -259,6 +326,9 @@ async def upload_result(
         raise ProblemError(422, "validation-error", "X-Request-Hash must be a SHA-256 hex digest")
     provider = await _owned_provider(ctx, principal, provider_id)
     data = await request.body()
+    if _is_problem(request.headers.get("content-type")):
+        await _fail_readers(ctx, provider, x_request_hash, _problem_detail(data))
+        return Response(status_code=204)
     backend = ctx.result_backend
     key = result_key(provider.full_name, x_request_hash)
     await _backend(backend.store(key, data, ctx.settings.provider_result_ttl_seconds))
@@ -271,6 +341,12 @@ async def upload_result(
     )
     await ctx.dispatch(outbox)
     return Response(status_code=204)
+
+
+def _is_problem(content_type: str | None) -> bool:
+    """Whether an upload is the provider's problem rather than a result."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/problem+json"
 
 
 @router.delete("/providers/{provider_id}", status_code=204)
