@@ -152,3 +152,18 @@ def test_provider_read_that_raises_answers_502(
     assert answer.json()["type"].endswith("/provider-error")
     assert "FileNotFoundError" in answer.json()["detail"]
     assert time.monotonic() - began < 5
+
+
+def test_repeated_reports_are_success_for_the_sdk(server: ServerProcess, room: str) -> None:
+    """A retried update (its first answer lost) finds the status already set: 200."""
+
+    with JobManager(server.base, token=ALICE, use_socketio=False) as manager:
+        manager.register(Compute, room=room)
+        handle = manager.submit(Compute(value=3), room, job_room=room)
+        task = manager.claim(wait=5)
+        assert task is not None and task.task_id == handle.id
+        manager.start(task)
+        manager.start(task)
+        manager.complete(task, result={"square": 9})
+        manager.complete(task, result={"square": 9})
+        assert handle.result(timeout=5) == {"square": 9}
