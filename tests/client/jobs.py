@@ -64,12 +64,14 @@ class Compute(Extension):
 
 class Slow(Extension):
     """Runs up to ``seconds``, reporting progress every ``interval`` s; returns early, with
-    ``{"stopped": true}``, once its task is cancelled. Writes ``started_path`` first."""
+    ``{"stopped": true}``, once its task is cancelled. Writes ``started_path`` first, and
+    the wall-clock time it stopped to ``stopped_path``."""
 
     category: ClassVar[str] = Category.ANALYSIS.value
     seconds: float = 30.0
     interval: float = 0.2
     started_path: str = ""
+    stopped_path: str = ""
 
     def run(self, vis: Any, **kwargs: Any) -> dict[str, Any]:
         task = current_task()
@@ -84,6 +86,8 @@ class Slow(Extension):
                 min(1.0, (time.monotonic() - began) / self.seconds), f"step {step}"
             )
             if task.cancelled.wait(self.interval):
+                if self.stopped_path:
+                    Path(self.stopped_path).write_text(repr(time.time()))
                 return {"stopped": True, "steps": step}
         return {"stopped": False, "steps": step}
 
