@@ -1,9 +1,9 @@
-"""Two example extensions, shared by the worker and the submitting script."""
+"""Example extensions, shared by the worker and the submitting scripts."""
 
 import math
 from typing import Any, ClassVar
 
-from joblib_app.client import Category, Extension
+from joblib_app.client import Category, Extension, current_task
 
 
 class Rotate(Extension):
@@ -34,3 +34,23 @@ class Stats(Extension):
         mean = sum(self.values) / len(self.values)
         spread = max(self.values) - min(self.values)
         return {"mean": mean, "spread": spread, **kwargs}
+
+
+class Countdown(Extension):
+    """Count down ``seconds``, reporting progress each ``step``; stop early when cancelled."""
+
+    category: ClassVar[str] = Category.ANALYSIS.value
+    seconds: int = 10
+    step: float = 1.0
+
+    def run(self, vis: Any, **kwargs: Any) -> dict[str, Any]:
+        task = current_task()
+        if task is None:
+            raise RuntimeError("Countdown runs under a JobManager")
+        ticks = max(1, round(self.seconds / self.step))
+        for tick in range(ticks):
+            task.report_progress(tick / ticks, f"{ticks - tick} left")
+            # Wakes at once when the task is cancelled (Socket.IO, or a progress answer).
+            if task.cancelled.wait(self.step):
+                return {"cancelled_at": tick}
+        return {"ticks": ticks}

@@ -2,7 +2,8 @@
 
     python examples/submit_and_wait.py [ANGLE]
 
-Needs a worker serving ``Rotate`` (``worker_auto.py`` or ``worker_listen.py``).
+Needs a worker serving ``Rotate`` (``worker_auto.py``). Prints the task's result: what the
+worker's ``execute`` returned.
 """
 
 import sys
@@ -19,15 +20,18 @@ def main() -> int:
     # A submitter needs neither a worker nor Socket.IO.
     with JobManager(URL, token=TOKEN, use_socketio=False) as client:
         began = time.perf_counter()
-        task_id = client.submit(Rotate(angle=angle), room=ROOM, job_room=ROOM)
-        print(f"submitted {task_id}")
-        task = client.wait_for_task(task_id, timeout=60)
+        handle = client.submit(Rotate(angle=angle), room=ROOM, job_room=ROOM)
+        print(f"submitted {handle}")
+        task = handle.wait(timeout=60)
         elapsed = time.perf_counter() - began
         print(
             f"{task['status']} after {elapsed * 1000:.1f} ms"
             + (f": {task['error']}" if task["error"] else "")
         )
-        return 0 if task["status"] == "completed" else 1
+        if task["status"] != "completed":
+            return 1
+        print(f"result: {task['result']}")
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,32 +1,35 @@
-"""A worker serving two extensions in auto-serve mode.
+"""A worker serving three extensions in auto-serve mode, two tasks at a time.
 
 Start the server (``python examples/host_app.py``), then::
 
     python examples/worker_auto.py
 
-Submit tasks with ``python examples/submit_and_wait.py``; Ctrl-C stops the worker once the
-task in flight has finished.
+Submit tasks with ``python examples/submit_and_wait.py``, ``progress.py`` or ``cancel.py``;
+Ctrl-C stops the worker once the tasks in flight have finished.
 """
 
 import logging
 
 from _settings import ROOM, TOKEN, URL
-from shapes import Rotate, Stats
+from shapes import Countdown, Rotate, Stats
 
 from joblib_app.client import ClaimedTask, JobManager
 
 log = logging.getLogger("worker_auto")
 
 
-def execute(task: ClaimedTask) -> None:
-    """Run the task; an exception here fails the task with its message."""
-    log.info("%s -> %s", task.job_name, task.run())
+def execute(task: ClaimedTask) -> object:
+    """Run the task: what it returns is the task's result; an exception fails the task."""
+    result = task.run()
+    log.info("%s -> %s", task.job_name, result)
+    return result
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with JobManager(URL, token=TOKEN, execute=execute) as manager:
+    with JobManager(URL, token=TOKEN, execute=execute, concurrency=2) as manager:
         manager.register(Rotate, room=ROOM)
+        manager.register(Countdown, room=ROOM)
         manager.register(Stats, room=ROOM, run_kwargs={"source": "worker_auto"})
         log.info("worker %s serving %s", manager.worker_id, list(manager))
         manager.wait()

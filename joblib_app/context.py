@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from joblib_app.config import JoblibConfig
 from joblib_app.realtime.events import Outbox
+from joblib_app.realtime.ordering import TaskEventOrder
 from joblib_app.settings import JobLibSettings
 from joblib_app.store.database import Database
 
@@ -35,6 +37,7 @@ class AppContext:
     # Ids of the internal tasks this process is running itself (``database_executor``).
     running_internal: set[str] = field(default_factory=set)
     extras: dict[str, Any] = field(default_factory=dict)
+    task_event_order: TaskEventOrder = field(default_factory=TaskEventOrder)
 
     async def dispatch(self, outbox: Outbox) -> None:
         """Send what a committed transaction collected: Socket.IO events, then wake-ups.
@@ -44,7 +47,14 @@ class AppContext:
         """
         for name, payload, room in outbox.events:
             try:
-                await self.sio.emit(name, payload, room=room)
+                if name == "task_status_event" and payload.get("version") is not None:
+                    await self.task_event_order.send(
+                        payload["id"],
+                        payload["version"],
+                        functools.partial(self.sio.emit, name, payload, room=room),
+                    )
+                else:
+                    await self.sio.emit(name, payload, room=room)
             except Exception:
                 logger.exception("Could not emit %s to %s", name, room)
         for channel, message in outbox.notifications:

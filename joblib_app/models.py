@@ -10,7 +10,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, String, Text, text
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -134,6 +134,14 @@ class Task(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # What the worker reported: the result on completion, progress while running.
+    result: Any = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
+    progress: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    progress_message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Grows by one with every change of the row (1 at submit): orders the task's events.
+    version: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
 
 
 class ProviderRow(SQLModel, table=True):

@@ -49,6 +49,9 @@ class JobLibSettings(BaseSettings):
     # An engine.io session that has not connected (authenticated) a namespace by then is
     # closed.
     socketio_connect_timeout_seconds: float = 10.0
+    # A task's result, measured as its compact JSON; task updates may be this much larger
+    # than ``max_request_body_bytes``.
+    max_task_result_bytes: int = 1_048_576
 
     @classmethod
     def settings_customise_sources(

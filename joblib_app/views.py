@@ -29,6 +29,10 @@ def task_out(row: Row, positions: Mapping[int, int]) -> TaskOut:
         error=row.error,
         payload=row.payload,
         queue_position=positions.get(row.seq),
+        result=row.result,
+        progress=row.progress,
+        progress_message=row.progress_message,
+        version=row.version,
     )
 
 
@@ -58,6 +62,9 @@ def record_task_change(outbox: Outbox, row: Row, positions: Mapping[int, int]) -
             queue_position=positions.get(row.seq),
             worker_id=row.worker_id,
             error=row.error,
+            progress=row.progress,
+            progress_message=row.progress_message,
+            version=row.version,
         ),
         room_channel(row.room_id),
     )

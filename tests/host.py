@@ -33,6 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from joblib_app import JoblibConfig, Principal, create_joblib_app
 from joblib_app.auth import bearer_token
+from joblib_app.providers.memory import InMemoryResultBackend
+from joblib_app.providers.redis_backend import RedisResultBackend
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -146,3 +148,14 @@ async def started() -> dict[str, bool]:
 async def cache_bytes() -> dict[str, int]:
     """Bytes the in-memory provider result cache holds now."""
     return {"bytes": joblib.context.result_backend.stored_bytes}
+
+
+@app.get("/joblib-key-waiters/{key:path}")
+async def key_waiters(key: str) -> dict[str, int]:
+    """Provider reads of this process waiting for result-backend ``key``, so tests can act
+    once readers are provably waiting (reaches into the two backends the tests use)."""
+    backend = joblib.context.result_backend
+    if isinstance(backend, InMemoryResultBackend):
+        return {"count": len(backend._waiters.get(key, ()))}
+    assert isinstance(backend, RedisResultBackend)
+    return {"count": backend._notifier.listener_count(backend._prefix + key)}

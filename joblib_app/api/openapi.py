@@ -30,6 +30,7 @@ _WHY: dict[int, str] = {
     409: "Conflict with the current state",
     413: "Request body too large",
     422: "Request validation failed",
+    502: "The provider reported that it cannot answer this read",
     503: "A backing service is unavailable; retry later",
     504: "The provider did not answer in time; retry later",
 }
@@ -64,7 +65,7 @@ def problem_response(status: int, description: str | None = None) -> dict[str, A
     }
     if status == 401:
         entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-    if status in (503, 504):
+    if status in (502, 503, 504):
         entry["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
     return entry
 

@@ -95,9 +95,12 @@ class PlainRequest:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def json_body(self, model: type[ModelT]) -> ModelT:
-        """The body validated as ``model``; errors answer ``422`` as FastAPI's would."""
-        raw = await self.body(self.ctx.settings.max_request_body_bytes)
+    async def json_body(self, model: type[ModelT], *, limit: int | None = None) -> ModelT:
+        """The body validated as ``model``; errors answer ``422`` as FastAPI's would.
+
+        ``limit`` replaces ``max_request_body_bytes`` for this route's body.
+        """
+        raw = await self.body(self.ctx.settings.max_request_body_bytes if limit is None else limit)
         if not raw:
             missing = {"loc": ["body"], "msg": "Field required", "type": "missing"}
             raise validation_problem([missing])

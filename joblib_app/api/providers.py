@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -30,7 +31,11 @@ from joblib_app.limits import check_json_body, is_plain_id
 from joblib_app.models import utcnow
 from joblib_app.names import RESERVED_ROOMS, make_full_name, parse_full_name, validate_room_id
 from joblib_app.problems import ProblemError, forbidden, provider_not_found
-from joblib_app.providers.backend import ResultBackendUnavailable, ResultTooLargeError
+from joblib_app.providers.backend import (
+    ResultBackend,
+    ResultBackendUnavailable,
+    ResultTooLargeError,
+)
 from joblib_app.realtime.events import (
     Outbox,
     ProviderRequest,
@@ -72,6 +77,17 @@ def result_key(full_name: str, digest: str) -> str:
 
 def inflight_key(full_name: str, digest: str) -> str:
     return f"provider-inflight:{full_name}:{digest}"
+
+
+def error_key(full_name: str, digest: str) -> str:
+    """Where a provider's problem waits for the readers of one read; never a cache."""
+    return f"provider-error:{full_name}:{digest}"
+
+
+# A provider's problem outlives its upload only long enough for the readers it wakes to
+# read it (the backend's smallest TTL); the next read of the same key dispatches anew.
+PROVIDER_ERROR_TTL_SECONDS = 1
+PROVIDER_ERROR_DETAIL_MAX = 2000
 
 
 async def _backend(operation: Awaitable[T]) -> T:
@@ -234,7 +250,7 @@ async def provider_info(
             "description": "The provider's answer, byte for byte, in its `content_type`",
             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **problems(400, 404, 503, 504),
+        **problems(400, 404, 502, 503, 504),
     },
     openapi_extra={
         "parameters": [
@@ -276,12 +292,24 @@ async def read_provider(
         wait = min(wait, settings.provider_long_poll_max_seconds)
         if asked is not None:
             headers["Preference-Applied"] = f"wait={format_seconds(wait)}"
-        cached = await until_stopping(ctx, _backend(backend.wait_for_key(key, wait)))
-        if cached is STOPPING:
+        outcome = await until_stopping(
+            ctx,
+            _backend(_wait_result_or_problem(backend, key, error_key(full_name, digest), wait)),
+        )
+        if outcome is STOPPING:
             raise ProblemError(
                 504,
                 "provider-timeout",
                 f"Provider '{full_name}' did not answer before the server began shutting down",
+                headers={"Retry-After": PROVIDER_RETRY_AFTER, **headers},
+            )
+        cached, problem = outcome
+        if problem is not None:
+            raise ProblemError(
+                502,
+                "provider-error",
+                problem.decode(errors="replace"),
+                title="Provider error",
                 headers={"Retry-After": PROVIDER_RETRY_AFTER, **headers},
             )
     if cached is None:
@@ -313,6 +341,8 @@ async def _dispatch_unless_cached(
     if cached is not None:
         await _backend(backend.release_inflight(lock))
         return cached
+    # Asked anew: a problem the provider reported for an earlier request is stale.
+    await _backend(backend.delete(error_key(full_name, digest)))
     outbox = Outbox()
     outbox.emit(
         ProviderRequest(request_id=digest, provider_name=full_name, params=canonical),
@@ -320,6 +350,49 @@ async def _dispatch_unless_cached(
     )
     await ctx.dispatch(outbox)
     return None
+
+
+async def _wait_result_or_problem(
+    backend: ResultBackend, key: str, problem_key: str, wait: float
+) -> tuple[bytes | None, bytes | None]:
+    """``(result, None)``, ``(None, problem detail)``, or ``(None, None)`` after ``wait`` s."""
+    result = asyncio.ensure_future(backend.wait_for_key(key, wait))
+    problem = asyncio.ensure_future(backend.wait_for_key(problem_key, wait))
+    try:
+        done, _ = await asyncio.wait({result, problem}, return_when=asyncio.FIRST_COMPLETED)
+        # Both wait as long: whichever ends first with nothing has timed out for both.
+        if result in done and result.result() is not None:
+            return result.result(), None
+        if problem in done and problem.result() is not None:
+            return None, problem.result()
+        return None, None
+    finally:
+        for waiter in (result, problem):
+            waiter.cancel()
+        await asyncio.gather(result, problem, return_exceptions=True)
+
+
+def _problem_detail(data: bytes) -> str:
+    """The ``detail`` of an uploaded problem+json body, or 422."""
+    try:
+        problem = json.loads(data)
+    except ValueError as exc:
+        raise ProblemError(
+            422, "validation-error", "A problem+json upload must be a JSON object"
+        ) from exc
+    detail = problem.get("detail") if isinstance(problem, dict) else None
+    if not isinstance(detail, str):
+        raise ProblemError(422, "validation-error", "A problem+json upload needs a string 'detail'")
+    return detail[:PROVIDER_ERROR_DETAIL_MAX]
+
+
+async def _fail_readers(ctx: AppContext, provider: Row, digest: str, detail: str) -> None:
+    """Hand a provider's problem to every reader waiting for ``digest``, cache nothing."""
+    backend = ctx.result_backend
+    problem_key = error_key(provider.full_name, digest)
+    await _backend(backend.store(problem_key, detail.encode(), PROVIDER_ERROR_TTL_SECONDS))
+    await _backend(backend.release_inflight(inflight_key(provider.full_name, digest)))
+    await _backend(backend.notify_key(problem_key))
 
 
 async def _owned_provider(ctx: Ctx, principal: CurrentPrincipal, provider_id: str) -> Row:
@@ -356,7 +429,7 @@ async def check_pending_request(ctx: AppContext, provider: Row, digest: str) -> 
     "/providers/{provider_id}/results",
     status_code=204,
     summary="Upload the result of a provider request",
-    responses=problems(403, 404, 413, 503),
+    responses=problems(403, 404, 409, 413, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -392,6 +465,9 @@ async def upload_result(
         raise ProblemError(422, "validation-error", "X-Request-Hash must be a SHA-256 hex digest")
     await check_pending_request(ctx, provider, x_request_hash)
     data = await request.body()
+    if _is_problem(request.headers.get("content-type")):
+        await _fail_readers(ctx, provider, x_request_hash, _problem_detail(data))
+        return Response(status_code=204)
     backend = ctx.result_backend
     key = result_key(provider.full_name, x_request_hash)
     try:
@@ -407,6 +483,12 @@ async def upload_result(
     )
     await ctx.dispatch(outbox)
     return Response(status_code=204)
+
+
+def _is_problem(content_type: str | None) -> bool:
+    """Whether an upload is the provider's problem rather than a result."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/problem+json"
 
 
 @router.delete(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from joblib_app.limits import BodyId, ContentType, ErrorText, Name
 from joblib_app.models import TaskStatus
@@ -73,6 +73,11 @@ class TaskOut(BaseModel):
     error: str | None
     payload: dict[str, Any]
     queue_position: int | None
+    # Additions to the reference's task (see the README's wire contract additions).
+    result: Any = None
+    progress: float | None = None
+    progress_message: str | None = None
+    version: int | None = None
 
 
 class ClaimRequest(BaseModel):
@@ -83,9 +88,34 @@ class ClaimResponse(BaseModel):
     task: TaskOut | None
 
 
+PROGRESS_MESSAGE_MAX = 500
+
+
 class TaskUpdate(BaseModel):
     status: TaskStatus
     error: ErrorText = None
+    # Additions: ``result`` with ``completed``; ``progress`` and its message with ``running``.
+    result: Any = None
+    progress: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    progress_message: str | None = Field(default=None, max_length=PROGRESS_MESSAGE_MAX)
+
+    @model_validator(mode="after")
+    def _reports_fit_status(self) -> TaskUpdate:
+        if self.result is not None and self.status is not TaskStatus.COMPLETED:
+            raise ValueError("result is only accepted with status 'completed'")
+        has_progress = self.progress is not None or self.progress_message is not None
+        if has_progress and self.status is not TaskStatus.RUNNING:
+            raise ValueError("progress is only accepted with status 'running'")
+        return self
+
+    def reported(self) -> dict[str, Any]:
+        """The reported fields that were given, by column name."""
+        fields = {
+            "result": self.result,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
 
 
 class ProviderRegister(BaseModel):

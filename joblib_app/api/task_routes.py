@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+from typing import Any
 
+import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,7 +29,13 @@ from joblib_app.limits import check_json_body
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
 from joblib_app.principal import Principal
-from joblib_app.problems import forbidden, job_not_found, validation_problem, worker_not_found
+from joblib_app.problems import (
+    ProblemError,
+    forbidden,
+    job_not_found,
+    validation_problem,
+    worker_not_found,
+)
 from joblib_app.realtime.events import (
     Outbox,
     TaskAvailable,
@@ -35,6 +43,7 @@ from joblib_app.realtime.events import (
     jobs_channel,
     task_notify_channel,
 )
+from joblib_app.settings import JobLibSettings
 from joblib_app.store import tasks, workers
 from joblib_app.task_changes import read_task, set_task_status
 from joblib_app.views import claim_json, record_task_change, task_json
@@ -224,11 +233,37 @@ async def update_task(request: PlainRequest) -> PlainResponse:
     """
     principal = await request.principal()
     task_id = task_id_param(request)
-    body = await request.json_body(TaskUpdate)
+    settings = request.ctx.settings
+    body = await request.json_body(TaskUpdate, limit=task_update_body_limit(settings))
+    reported = body.reported()
+    if "result" in reported:
+        check_result_size(reported["result"], settings.max_task_result_bytes)
     row, positions = await set_task_status(
-        request.ctx, task_id, body.status, error=body.error, actor=principal
+        request.ctx,
+        task_id,
+        body.status,
+        error=body.error,
+        actor=principal,
+        reported=reported,
     )
     return PlainResponse(task_json(row, positions))
+
+
+def task_update_body_limit(settings: JobLibSettings) -> int:
+    """A task update's body limit: the ordinary one plus room for the largest result."""
+    return settings.max_request_body_bytes + settings.max_task_result_bytes
+
+
+def check_result_size(result: Any, limit: int) -> None:
+    """``413`` when the result's compact JSON is larger than ``limit`` bytes."""
+    size = len(pydantic_core.to_json(result))
+    if size > limit:
+        raise ProblemError(
+            413,
+            "content-too-large",
+            f"The task result is {size} bytes of JSON, more than max_task_result_bytes ({limit})",
+            title="Content too large",
+        )
 
 
 TASK_ROUTES: list[PlainRoute] = [

@@ -17,8 +17,10 @@ with JobManager("http://localhost:8000/v1/joblib", token="...", execute=lambda t
 """
 
 from joblib_app.client.errors import ApiError, JoblibClientError, ServerUnreachable
+from joblib_app.client.handles import TaskCancelled, TaskFailed, TaskHandle
 from joblib_app.client.manager import JobManager
 from joblib_app.client.models import ClaimedTask
+from joblib_app.client.runner import current_task
 from joblib_app.extension import Category, Extension, Provider
 
 __all__ = [
@@ -30,4 +32,8 @@ __all__ = [
     "JoblibClientError",
     "Provider",
     "ServerUnreachable",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskHandle",
+    "current_task",
 ]

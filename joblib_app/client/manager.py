@@ -26,6 +26,7 @@ import httpx
 import pydantic_core
 
 from joblib_app.client.errors import ApiError, JoblibClientError, ServerUnreachable
+from joblib_app.client.handles import TaskHandle
 from joblib_app.client.http import ApiClient
 from joblib_app.client.models import (
     GLOBAL_ROOM,
@@ -35,6 +36,7 @@ from joblib_app.client.models import (
     full_name,
 )
 from joblib_app.client.realtime import RoomJoinError, SocketLink
+from joblib_app.client.runner import report_progress, run_task
 from joblib_app.extension import Extension, Provider, category_of
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,8 @@ class JobManager(Mapping[str, type[Extension]]):
         startup_timeout: how long connecting and the first registrations keep retrying.
         shutdown_timeout: how long :meth:`disconnect` waits for the task in flight.
         request_timeout: timeout of ordinary HTTP requests.
+        concurrency: with ``execute``, how many tasks run at once, each claimed by its own
+            claim loop (a thread).
     """
 
     def __init__(
@@ -90,7 +94,10 @@ class JobManager(Mapping[str, type[Extension]]):
         shutdown_timeout: float | None = 60.0,
         request_timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        concurrency: int = 1,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
@@ -118,13 +125,16 @@ class JobManager(Mapping[str, type[Extension]]):
         self._jobs: dict[str, JobRegistration] = {}
         self._providers: dict[str, ProviderRegistration] = {}
         self._worker_id: str | None = None
-        # `_busy` says a task is executing; disconnect waits on this condition for it.
+        # `_busy` counts the tasks executing; disconnect waits on this condition for them.
         self._state = threading.Condition()
-        self._busy = False
+        self._busy = 0
+        self._concurrency = concurrency
+        # Claimed tasks not yet reported finished, by id: where a cancellation is delivered.
+        self._open_tasks: dict[str, ClaimedTask[Any]] = {}
         self._disconnect_lock = threading.Lock()
         self._disconnected = False
         self._supervisor: threading.Thread | None = None
-        self._claimer: threading.Thread | None = None
+        self._claimers: list[threading.Thread] = []
         self._claim_failures = 0
 
         self.api = ApiClient(
@@ -145,6 +155,7 @@ class JobManager(Mapping[str, type[Extension]]):
                 on_connect=self._on_socket_connect,
                 on_disconnect=self._on_socket_disconnect,
                 call_timeout=request_timeout,
+                on_task_cancel_requested=self._on_task_cancel_requested,
             )
             try:
                 self._link.connect(retry_for=startup_timeout, stop=self._stop)
@@ -349,10 +360,12 @@ class JobManager(Mapping[str, type[Extension]]):
 
     # -- tasks: submitting and following ---------------------------------------------
 
-    def submit(self, extension: Extension, room: str, job_room: str = GLOBAL_ROOM) -> str:
-        """Submit a task running ``extension`` (its fields are the payload); returns its id.
+    def submit(self, extension: Extension, room: str, job_room: str = GLOBAL_ROOM) -> TaskHandle:
+        """Submit a task running ``extension`` (its fields are the payload).
 
-        ``room`` is where the task lives; ``job_room`` is where the job is registered.
+        Returns a :class:`TaskHandle`: the task id (a ``str``) with ``wait(timeout)`` and
+        ``result(timeout)``. ``room`` is where the task lives; ``job_room`` is where the job
+        is registered.
         """
         job = full_name(job_room, category_of(type(extension)), type(extension).__name__)
         response = self.api.request(
@@ -361,7 +374,14 @@ class JobManager(Mapping[str, type[Extension]]):
             json={"payload": extension.model_dump(mode="json")},
             retry_for=5.0,
         )
-        return str(response.json()["id"])
+        return TaskHandle(str(response.json()["id"]), self)
+
+    def cancel_by_id(self, task_id: str) -> dict[str, Any]:
+        """Cancel the task ``task_id`` (as its submitter, or the claiming worker's owner)."""
+        response = self.api.request(
+            "PATCH", f"/tasks/{task_id}", json={"status": "cancelled"}, retry_for=10.0
+        )
+        return response.json()
 
     def get_task(self, task_id: str, *, wait: float | None = None) -> dict[str, Any]:
         """The task as the server has it; with ``wait``, long-poll until it is terminal."""
@@ -430,9 +450,10 @@ class JobManager(Mapping[str, type[Extension]]):
         """Mark a claimed task running."""
         self._transition(task.task_id, "running")
 
-    def complete(self, task: ClaimedTask[Any]) -> None:
-        """Mark a running task completed."""
-        self._transition(task.task_id, "completed")
+    def complete(self, task: ClaimedTask[Any], *, result: Any = None) -> None:
+        """Mark a running task completed, storing ``result`` (JSON data) if given."""
+        extra = None if result is None else {"result": result}
+        self._transition(task.task_id, "completed", extra=extra)
 
     def fail(self, task: ClaimedTask[Any], error: str) -> None:
         """Mark a claimed or running task failed with ``error``."""
@@ -446,10 +467,19 @@ class JobManager(Mapping[str, type[Extension]]):
         """Cancel a claimed or running task."""
         self._transition(task.task_id, "cancelled")
 
-    def _transition(self, task_id: str, status: str, error: str | None = None) -> None:
-        body: dict[str, Any] = {"status": status}
+    def _transition(
+        self,
+        task_id: str,
+        status: str,
+        error: str | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"status": status, **(extra or {})}
         if error is not None:
             body["error"] = error
+        if status in TERMINAL_STATUSES:
+            self._open_tasks.pop(task_id, None)
         self.api.request("PATCH", f"/tasks/{task_id}", json=body, retry_for=10.0)
 
     def _claim_raw(self, wait: float) -> tuple[dict[str, Any] | None, bool]:
@@ -519,13 +549,21 @@ class JobManager(Mapping[str, type[Extension]]):
             logger.error("Cannot run task %s: %s", task_id, exc)
             self._fail_quietly(task_id, f"{type(exc).__name__}: {exc}")
             return None
-        return ClaimedTask(
+        claimed = ClaimedTask(
             task_id=task_id,
             job_name=task["job_name"],
             room_id=task["room_id"],
             extension=extension,
             run_kwargs=dict(registration.run_kwargs),
+            reporter=self._report_progress,
         )
+        self._open_tasks[task_id] = claimed
+        return claimed
+
+    def _report_progress(
+        self, task: ClaimedTask[Any], progress: float, message: str | None
+    ) -> None:
+        report_progress(self.api, task, progress, message)
 
     def _fail_quietly(self, task_id: str, error: str) -> None:
         try:
@@ -543,11 +581,13 @@ class JobManager(Mapping[str, type[Extension]]):
             self._supervisor.start()
 
     def _start_claimer(self) -> None:
-        if self._execute is not None and self._claimer is None and not self._stop.is_set():
-            self._claimer = threading.Thread(
-                target=self._claim_loop, name="joblib-claimer", daemon=True
-            )
-            self._claimer.start()
+        if self._execute is not None and not self._claimers and not self._stop.is_set():
+            for index in range(self._concurrency):
+                claimer = threading.Thread(
+                    target=self._claim_loop, name=f"joblib-claimer-{index}", daemon=True
+                )
+                self._claimers.append(claimer)
+                claimer.start()
 
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
@@ -563,7 +603,8 @@ class JobManager(Mapping[str, type[Extension]]):
                 # leave it to the worker cleanup.
                 accepted = False
             else:
-                accepted = self._busy = True
+                self._busy += 1
+                accepted = True
         if not accepted:
             self._fail_quietly(str(task["id"]), "Worker shutting down")
             return
@@ -578,19 +619,11 @@ class JobManager(Mapping[str, type[Extension]]):
                 logger.warning("Could not start task %s: %s", claimed.task_id, exc)
                 return
             assert self._execute is not None
-            try:
-                self._execute(claimed)
-            except Exception as exc:
-                logger.exception("Task %s (%s) raised", claimed.task_id, claimed.job_name)
-                self._fail_quietly(claimed.task_id, f"{type(exc).__name__}: {exc}")
-                return
-            try:
-                self.complete(claimed)
-            except JoblibClientError as exc:
-                logger.warning("Could not mark task %s completed: %s", claimed.task_id, exc)
+            run_task(self._execute, claimed, complete=self.complete, fail=self._fail_quietly)
         finally:
+            self._open_tasks.pop(str(task["id"]), None)
             with self._state:
-                self._busy = False
+                self._busy -= 1
                 self._state.notify_all()
 
     def _supervise(self) -> None:
@@ -694,6 +727,12 @@ class JobManager(Mapping[str, type[Extension]]):
     def _on_task_available(self, _data: dict[str, Any]) -> None:
         self._task_ready.set()
 
+    def _on_task_cancel_requested(self, data: dict[str, Any]) -> None:
+        task = self._open_tasks.get(str(data.get("task_id")))
+        if task is not None:
+            logger.info("Task %s cancelled on the server", task.task_id)
+            task.cancelled.set()
+
     def _on_socket_connect(self, first: bool) -> None:
         if first:
             return
@@ -718,15 +757,17 @@ class JobManager(Mapping[str, type[Extension]]):
         if registration is None or not request_id:
             logger.warning("Ignoring provider_request for %s", provider_name)
             return
+        content_type = registration.cls.content_type
         try:
             raw = data.get("params") or "{}"
             params = json.loads(raw) if isinstance(raw, str | bytes) else raw
             instance = registration.cls.model_validate(params)
             body = _encode_result(instance.read(registration.handler), registration.cls)
-        except Exception:
-            # The reader gets a provider-timeout; the traceback belongs in the worker's log.
+        except Exception as exc:
+            # The readers get a 502 with this detail; the traceback stays in this log.
             logger.exception("Provider %s failed request %s", provider_name, request_id)
-            return
+            body = _problem_body(exc)
+            content_type = "application/problem+json"
         try:
             self.api.request(
                 "POST",
@@ -734,7 +775,7 @@ class JobManager(Mapping[str, type[Extension]]):
                 content=body,
                 headers={
                     "X-Request-Hash": str(request_id),
-                    "Content-Type": registration.cls.content_type,
+                    "Content-Type": content_type,
                 },
                 retry_for=0,
             )
@@ -819,7 +860,7 @@ class JobManager(Mapping[str, type[Extension]]):
             self._disconnected = True
             with self._state:
                 self._wake_all()
-                if threading.current_thread() is not self._claimer:
+                if threading.current_thread() not in self._claimers:
                     self._state.wait_for(lambda: not self._busy, timeout=self._shutdown_timeout)
             with self._registry_lock:
                 worker_id = self._worker_id
@@ -872,6 +913,17 @@ def _bearer_of(headers: Mapping[str, str]) -> str | None:
         if key.lower() == "authorization" and value.lower().startswith("bearer "):
             return value[7:]
     return None
+
+
+def _problem_body(exc: Exception) -> bytes:
+    """The problem+json a provider uploads when ``read`` raised."""
+    problem = {
+        "type": "/v1/problems/provider-error",
+        "title": "Provider error",
+        "status": 502,
+        "detail": f"{type(exc).__name__}: {exc}"[:2000],
+    }
+    return json.dumps(problem).encode()
 
 
 def _encode_result(result: Any, provider: type[Provider]) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +25,10 @@ class ClaimedTask(Generic[E]):
 
     ``run_kwargs`` are the keyword arguments given to ``register(..., run_kwargs=...)`` for
     the task's job; pass them on to ``extension.run``.
+
+    ``cancelled`` is set once the task is cancelled on the server (told over Socket.IO, or
+    seen in the answer to a progress report): wait on it or poll it, and return early.
+    Inside ``Extension.run``, :func:`joblib_app.client.current_task` gives this object.
     """
 
     task_id: str
@@ -30,6 +36,20 @@ class ClaimedTask(Generic[E]):
     room_id: str
     extension: E
     run_kwargs: dict[str, Any] = field(default_factory=dict)
+    cancelled: threading.Event = field(default_factory=threading.Event, compare=False)
+    # Sends a progress report (set by the manager that claimed the task).
+    reporter: Callable[[ClaimedTask[Any], float, str | None], None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def report_progress(self, progress: float, message: str | None = None) -> None:
+        """Report how far the task is (0 to 1), with an optional message (<= 500 chars).
+
+        Sets :attr:`cancelled` if the server answers that the task was cancelled.
+        """
+        if self.reporter is None:
+            raise RuntimeError("this task was not claimed by a JobManager")
+        self.reporter(self, progress, message)
 
     def run(self, vis: Any = None, **extra: Any) -> Any:
         """Run the extension with the registered ``run_kwargs`` (overridden by ``extra``)."""

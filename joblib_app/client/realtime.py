@@ -52,6 +52,7 @@ class SocketLink:
         on_connect: Callable[[bool], None],
         on_disconnect: Callable[[], None],
         call_timeout: float = 10.0,
+        on_task_cancel_requested: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._origin, self._path = split_socketio_url(base_url)
         self._headers = dict(headers)
@@ -88,6 +89,8 @@ class SocketLink:
         self._sio.on("disconnect", disconnect)
         self._sio.on("task_available", on_task_available)
         self._sio.on("provider_request", on_provider_request)
+        if on_task_cancel_requested is not None:
+            self._sio.on("task_cancel_requested", on_task_cancel_requested)
 
     @property
     def connected(self) -> bool:

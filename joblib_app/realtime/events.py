@@ -36,6 +36,19 @@ class TaskStatusEvent(_Event):
     queue_position: int | None
     worker_id: str | None
     error: str | None
+    # Additions to the reference's payload (optional for its clients). ``version`` grows
+    # by one with each change of the task; a client drops an event older than one it saw.
+    progress: float | None = None
+    progress_message: str | None = None
+    version: int | None = None
+
+
+class TaskCancelRequested(_Event):
+    """To the claiming worker's connection only: stop running this task."""
+
+    task_id: str
+    job_name: str
+    room_id: str
 
 
 class TaskAvailable(_Event):
@@ -73,6 +86,11 @@ def jobs_channel(job_full_name: str) -> str:
 
 def providers_channel(provider_full_name: str) -> str:
     return f"providers:{provider_full_name}"
+
+
+def worker_channel(worker_id: str) -> str:
+    """The Socket.IO room of one worker's own connection (never joined by clients)."""
+    return f"worker:{worker_id}"
 
 
 def task_notify_channel(task_id: str) -> str:

@@ -16,7 +16,12 @@ from joblib_app.limits import is_plain_id
 from joblib_app.names import parse_full_name, validate_room_id
 from joblib_app.principal import Principal
 from joblib_app.problems import ProblemError
-from joblib_app.realtime.events import jobs_channel, providers_channel, room_channel
+from joblib_app.realtime.events import (
+    jobs_channel,
+    providers_channel,
+    room_channel,
+    worker_channel,
+)
 from joblib_app.store import jobs, providers, workers
 
 logger = logging.getLogger(__name__)
@@ -163,6 +168,8 @@ def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext
     async def remember(sid: str, worker_id: str) -> None:
         async with sio.session(sid) as session:
             session["workers"].add(worker_id)
+        # Where task_cancel_requested for this worker's tasks goes: this connection only.
+        await sio.enter_room(sid, worker_channel(worker_id))
 
     @sio.on("join_job_room")
     async def join_job_room(sid: str, data: Any) -> Answer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import namedtuple
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +54,10 @@ TASK_COLUMNS = (
     _T.created_at,
     _T.started_at,
     _T.completed_at,
+    _T.result,
+    _T.progress,
+    _T.progress_message,
+    _T.version,
 )
 _PENDING = TaskStatus.PENDING.value
 
@@ -106,7 +110,11 @@ def _claim_statement(*, owner_checked: bool) -> Any:
     return (
         update(task_table)
         .where(_T.seq == candidate.scalar_subquery(), IS_PENDING)
-        .values(status=TaskStatus.CLAIMED.value, worker_id=bindparam("worker_id"))
+        .values(
+            status=TaskStatus.CLAIMED.value,
+            worker_id=bindparam("worker_id"),
+            version=_T.version + 1,
+        )
         .returning(*TASK_COLUMNS)
     )
 
@@ -152,7 +160,11 @@ def _claim_postgres_statement(*, owner_checked: bool) -> Any:
     return (
         update(task_table)
         .where(_T.seq == oldest.scalar_subquery(), IS_PENDING)
-        .values(status=TaskStatus.CLAIMED.value, worker_id=bindparam("worker_id"))
+        .values(
+            status=TaskStatus.CLAIMED.value,
+            worker_id=bindparam("worker_id"),
+            version=_T.version + 1,
+        )
         .returning(*TASK_COLUMNS)
     )
 
@@ -162,30 +174,38 @@ _CLAIM_POSTGRES = {
     checked: _claim_postgres_statement(owner_checked=checked) for checked in (False, True)
 }
 _INSERT_TASK = task_table.insert().returning(*TASK_COLUMNS)
-_TRANSITIONS: dict[tuple[TaskStatus, bool], Any] = {}
+_TRANSITIONS: dict[tuple[TaskStatus, bool, frozenset[str]], Any] = {}
+# What a worker may report along with a status (see ``TaskUpdate``): set only when given.
+REPORTED_COLUMNS = frozenset({"result", "progress", "progress_message"})
 
 
-def _transition_values(to_status: TaskStatus, with_error: bool) -> dict[str, Any]:
+def _transition_values(
+    to_status: TaskStatus, with_error: bool, reported: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The columns a move to ``to_status`` sets (``now``/``error`` bound at execution)."""
-    values: dict[str, Any] = {"status": to_status.value}
+    values: dict[str, Any] = {"status": to_status.value, "version": _T.version + 1}
     if to_status is TaskStatus.RUNNING:
         values["started_at"] = bindparam("now")
     if to_status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
         values["completed_at"] = bindparam("now")
     if with_error:
         values["error"] = bindparam("error")
+    for name in sorted(reported):
+        values[name] = bindparam(name, type_=task_table.c[name].type)
     return values
 
 
-def _transition_statement(to_status: TaskStatus, with_error: bool) -> Any:
-    """``UPDATE`` of one task from a given status, built once per (target, error) pair."""
-    key = (to_status, with_error)
+def _transition_statement(
+    to_status: TaskStatus, with_error: bool, reported: frozenset[str] = frozenset()
+) -> Any:
+    """``UPDATE`` of one task from a given status, built once per (target, fields) set."""
+    key = (to_status, with_error, reported)
     stmt = _TRANSITIONS.get(key)
     if stmt is None:
         stmt = (
             update(task_table)
             .where(_T.id == bindparam("task_id"), _T.status == bindparam("from_status"))
-            .values(**_transition_values(to_status, with_error))
+            .values(**_transition_values(to_status, with_error, reported))
             .returning(*TASK_COLUMNS)
         )
         _TRANSITIONS[key] = stmt
@@ -197,12 +217,14 @@ def _transition_statement(to_status: TaskStatus, with_error: bool) -> Any:
 ANY_ACTOR = "any"
 WORKER_OWNER = "owner"
 OWNER_OR_SUBMITTER = "owner-or-submitter"
-_GUARDED: dict[tuple[TaskStatus, bool, str], Any] = {}
+_GUARDED: dict[tuple[TaskStatus, bool, str, frozenset[str]], Any] = {}
 
 
-def _guarded_transition_statement(to_status: TaskStatus, with_error: bool, actor: str) -> Any:
+def _guarded_transition_statement(
+    to_status: TaskStatus, with_error: bool, actor: str, reported: frozenset[str] = frozenset()
+) -> Any:
     """``UPDATE`` that applies only when allowed: by the transition table and by ``actor``."""
-    key = (to_status, with_error, actor)
+    key = (to_status, with_error, actor, reported)
     stmt = _GUARDED.get(key)
     if stmt is None:
         sources = [s for s, targets in ALLOWED_TRANSITIONS.items() if to_status in targets]
@@ -226,7 +248,7 @@ def _guarded_transition_statement(to_status: TaskStatus, with_error: bool, actor
         stmt = (
             update(task_table)
             .where(*conditions)
-            .values(**_transition_values(to_status, with_error))
+            .values(**_transition_values(to_status, with_error, reported))
             .returning(*TASK_COLUMNS)
         )
         _GUARDED[key] = stmt
@@ -242,18 +264,68 @@ async def transition_if_allowed(
     actor_id: str | None,
     error: str | None,
     now: datetime,
+    reported: Mapping[str, Any] | None = None,
 ) -> Row | None:
     """Move the task in one statement if the transition table and ``actor`` allow it.
 
-    ``None`` says only that it did not happen (unknown task, refused, or not allowed from
-    the current status): the caller reads the row to answer the precise error.
+    ``reported`` holds what the worker reports with the status (columns of
+    ``REPORTED_COLUMNS``), set in the same statement. ``None`` says only that it did not
+    happen (unknown task, refused, or not allowed from the current status): the caller
+    reads the row to answer the precise error.
     """
     if not any(to_status in targets for targets in ALLOWED_TRANSITIONS.values()):
         return None
-    stmt = _guarded_transition_statement(to_status, error is not None, actor)
-    params = {"task_id": task_id, "actor_id": actor_id, "now": now}
+    fields = frozenset(reported or ())
+    stmt = _guarded_transition_statement(to_status, error is not None, actor, fields)
+    params: dict[str, Any] = {"task_id": task_id, "actor_id": actor_id, "now": now}
     if error is not None:
         params["error"] = error
+    if reported:
+        params.update(reported)
+    return (await conn.execute(stmt, params)).first()
+
+
+_PROGRESS: dict[tuple[str, frozenset[str]], Any] = {}
+
+
+def _progress_statement(actor: str, reported: frozenset[str]) -> Any:
+    """``UPDATE`` of a running task's progress, by ``actor`` (not a transition)."""
+    key = (actor, reported)
+    stmt = _PROGRESS.get(key)
+    if stmt is None:
+        conditions = [_T.id == bindparam("task_id"), status_is(_T.status, "running")]
+        if actor != ANY_ACTOR:
+            conditions.append(
+                exists()
+                .where(
+                    worker_table.c.id == _T.worker_id,
+                    worker_table.c.user_id == bindparam("actor_id"),
+                )
+                .correlate(task_table)
+            )
+        values: dict[str, Any] = {"version": _T.version + 1}
+        for name in sorted(reported):
+            values[name] = bindparam(name, type_=task_table.c[name].type)
+        stmt = update(task_table).where(*conditions).values(**values).returning(*TASK_COLUMNS)
+        _PROGRESS[key] = stmt
+    return stmt
+
+
+async def report_progress(
+    conn: AsyncConnection,
+    task_id: str,
+    *,
+    actor: str,
+    actor_id: str | None,
+    reported: Mapping[str, Any],
+) -> Row | None:
+    """Store a running task's progress in one statement; ``None`` if it did not apply
+    (not running, unknown, or not the claiming worker's owner).
+
+    ``actor`` is :data:`ANY_ACTOR` or :data:`WORKER_OWNER`.
+    """
+    stmt = _progress_statement(actor, frozenset(reported))
+    params: dict[str, Any] = {"task_id": task_id, "actor_id": actor_id, **reported}
     return (await conn.execute(stmt, params)).first()
 
 
@@ -367,6 +439,10 @@ async def submit_to_active_job(
         created_at=now,
         started_at=None,
         completed_at=None,
+        result=None,
+        progress=None,
+        progress_message=None,
+        version=1,
     )
 
 
@@ -400,7 +476,7 @@ async def mark_claimed(conn: AsyncConnection, task_id: str) -> Row | None:
     stmt = (
         update(task_table)
         .where(_T.id == task_id, IS_PENDING)
-        .values(status=TaskStatus.CLAIMED.value)
+        .values(status=TaskStatus.CLAIMED.value, version=_T.version + 1)
         .returning(*TASK_COLUMNS)
     )
     return (await conn.execute(stmt)).first()
@@ -414,13 +490,16 @@ async def transition(
     to_status: TaskStatus,
     error: str | None,
     now: datetime,
+    reported: Mapping[str, Any] | None = None,
 ) -> Row | None:
     """Compare-and-set the status; ``None`` when the task is no longer in ``from_status``."""
-    stmt = _transition_statement(to_status, error is not None)
+    stmt = _transition_statement(to_status, error is not None, frozenset(reported or ()))
     # Keys named after a column would be SET too: pass ``error`` only when setting it.
-    params = {"task_id": task_id, "from_status": from_status, "now": now}
+    params: dict[str, Any] = {"task_id": task_id, "from_status": from_status, "now": now}
     if error is not None:
         params["error"] = error
+    if reported:
+        params.update(reported)
     return (await conn.execute(stmt, params)).first()
 
 
@@ -435,7 +514,12 @@ async def fail_active_tasks(
     stmt = (
         update(task_table)
         .where(IS_ACTIVE, where)
-        .values(status=TaskStatus.FAILED.value, error=error, completed_at=now)
+        .values(
+            status=TaskStatus.FAILED.value,
+            error=error,
+            completed_at=now,
+            version=_T.version + 1,
+        )
         .returning(*TASK_COLUMNS)
     )
     return list((await conn.execute(stmt)).all())

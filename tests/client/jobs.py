@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from joblib_app.client import Category, Extension, Provider
+from joblib_app.client import Category, Extension, Provider, current_task
 
 
 class Echo(Extension):
@@ -51,6 +51,47 @@ class Gate(Extension):
             time.sleep(0.01)
 
 
+class Compute(Extension):
+    """Returns a result built from its payload (``size`` pads it to about that many bytes)."""
+
+    category: ClassVar[str] = Category.ANALYSIS.value
+    value: int = 1
+    size: int = 0
+
+    def run(self, vis: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"square": self.value * self.value, "pad": "x" * self.size}
+
+
+class Slow(Extension):
+    """Runs up to ``seconds``, reporting progress every ``interval`` s; returns early, with
+    ``{"stopped": true}``, once its task is cancelled. Writes ``started_path`` first, and
+    the wall-clock time it stopped to ``stopped_path``."""
+
+    category: ClassVar[str] = Category.ANALYSIS.value
+    seconds: float = 30.0
+    interval: float = 0.2
+    started_path: str = ""
+    stopped_path: str = ""
+
+    def run(self, vis: Any, **kwargs: Any) -> dict[str, Any]:
+        task = current_task()
+        assert task is not None
+        if self.started_path:
+            Path(self.started_path).write_text("started")
+        began = time.monotonic()
+        step = 0
+        while time.monotonic() - began < self.seconds:
+            step += 1
+            task.report_progress(
+                min(1.0, (time.monotonic() - began) / self.seconds), f"step {step}"
+            )
+            if task.cancelled.wait(self.interval):
+                if self.stopped_path:
+                    Path(self.stopped_path).write_text(repr(time.time()))
+                return {"stopped": True, "steps": step}
+        return {"stopped": False, "steps": step}
+
+
 class FileBytes(Provider):
     """Raw bytes of a file below the handler directory."""
 
@@ -72,4 +113,4 @@ class FileNames(Provider):
         return sorted(p.name for p in handler.iterdir() if p.name.endswith(self.suffix))
 
 
-JOBS = {"Echo": Echo, "Boom": Boom, "Gate": Gate}
+JOBS = {"Echo": Echo, "Boom": Boom, "Gate": Gate, "Compute": Compute, "Slow": Slow}

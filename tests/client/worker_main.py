@@ -28,11 +28,12 @@ def main() -> int:
     parser.add_argument("--heartbeat", type=float, default=0.5)
     parser.add_argument("--max-unreachable", type=float, default=60.0)
     parser.add_argument("--provider-dir", default=".")
+    parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 
-    def execute(task: ClaimedTask) -> None:
-        task.run()
+    def execute(task: ClaimedTask) -> object:
+        return task.run()
 
     manager = JobManager(
         args.url,
@@ -43,6 +44,7 @@ def main() -> int:
         claim_wait_seconds=args.claim_wait,
         polling_interval=args.polling_interval,
         max_unreachable_seconds=args.max_unreachable,
+        concurrency=args.concurrency,
     )
     with manager:
         if args.mode == "provider":

@@ -41,6 +41,10 @@ TASK_EVENT_FIELDS = {
     "queue_position",
     "worker_id",
     "error",
+    # Additions (README, "Wire contract additions").
+    "progress",
+    "progress_message",
+    "version",
 }
 
 
