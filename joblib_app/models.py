@@ -134,6 +134,8 @@ class Task(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # When the current claim was taken: a claim not started within the lease is undone.
+    claimed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
 
 class ProviderRow(SQLModel, table=True):

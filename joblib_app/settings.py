@@ -42,6 +42,8 @@ class JobLibSettings(BaseSettings):
     redis_operation_timeout_seconds: float = 2.0
     # How long shutdown waits for internal tasks running inside the server process.
     internal_shutdown_grace_seconds: float = 10.0
+    # A task claimed but not started within this goes back to the head of its queue.
+    claim_lease_seconds: float = 30.0
 
     @classmethod
     def settings_customise_sources(

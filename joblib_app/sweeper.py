@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from joblib_app.cleanup import cleanup_workers
 from joblib_app.context import AppContext
+from joblib_app.leases import requeue_expired_claims
 from joblib_app.models import utcnow
 from joblib_app.realtime.events import Outbox
 from joblib_app.store import tasks, workers
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 class SweepReport:
     workers_removed: int
     internal_tasks_failed: int
+    claims_requeued: int = 0
 
 
 async def sweep_once(ctx: AppContext) -> SweepReport:
@@ -51,13 +53,19 @@ async def sweep_once(ctx: AppContext) -> SweepReport:
             record_task_change(outbox, row, {})
         await ctx.dispatch(outbox)
         logger.warning("Sweeper failed %d stuck internal task(s)", len(stuck))
-    return SweepReport(workers_removed=len(removed), internal_tasks_failed=len(stuck))
+    requeued = await requeue_expired_claims(ctx, now)
+    return SweepReport(
+        workers_removed=len(removed),
+        internal_tasks_failed=len(stuck),
+        claims_requeued=len(requeued),
+    )
 
 
 async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:
     """Sweep every ``sweeper_interval_seconds`` until ``stop`` is set; a failing cycle is
     logged and the next one runs."""
-    interval = ctx.settings.sweeper_interval_seconds
+    # Often enough that a lost claim is back in its queue within 1.5 leases.
+    interval = min(ctx.settings.sweeper_interval_seconds, ctx.settings.claim_lease_seconds / 2)
     logger.info("Sweeper running every %g s", interval)
     while not stop.is_set():
         try:

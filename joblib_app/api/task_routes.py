@@ -17,6 +17,7 @@ from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
 from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
+from joblib_app.leases import ClientGone, release_undelivered_claim
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
 from joblib_app.principal import Principal
@@ -157,13 +158,18 @@ async def claim_task(request: PlainRequest) -> PlainResponse:
             names = await jobs.job_names_of_worker(conn, body.worker_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + capped
-        async with ctx.notifier.listen([job_notify_channel(n) for n in names]) as listener:
-            while True:
+        channels = [job_notify_channel(n) for n in names]
+        # A client that hung up (killed worker, client timeout) is never given a task.
+        async with ctx.notifier.listen(channels) as listener, ClientGone(request.receive) as client:
+            while not client.gone:
                 row = await _claim_once(ctx, body.worker_id)
                 remaining = deadline - loop.time()
                 if row is not None or remaining <= 0:
                     break
-                await listener.wait(min(remaining, SAFETY_RECHECK_SECONDS))
+                await client.race(listener.wait(min(remaining, SAFETY_RECHECK_SECONDS)))
+            if row is not None and client.gone:
+                await release_undelivered_claim(ctx, row)
+                row = None
     return PlainResponse(claim_json(row), headers=headers)
 
 

@@ -15,6 +15,7 @@ from joblib_app.names import validate_room_id
 from joblib_app.principal import Principal
 from joblib_app.problems import ProblemError
 from joblib_app.realtime.events import jobs_channel, providers_channel, room_channel
+from joblib_app.realtime.redis_guard import BoundedRedisManager
 from joblib_app.store import jobs, providers, workers
 
 logger = logging.getLogger(__name__)
@@ -28,11 +29,18 @@ def _error(detail: str) -> Answer:
 
 
 def create_socketio_server(
-    *, redis_url: str | None, channel: str, cors_allowed_origins: str | list[str]
+    *,
+    redis_url: str | None,
+    channel: str,
+    cors_allowed_origins: str | list[str],
+    redis_timeout: float = 2.0,
 ) -> socketio.AsyncServer:
-    """A python-socketio server; with ``redis_url`` its emits reach every server process."""
+    """A python-socketio server; with ``redis_url`` its emits reach every server process
+    (through a manager whose Redis calls are bounded by ``redis_timeout``)."""
     manager = (
-        socketio.AsyncRedisManager(redis_url, channel=channel) if redis_url is not None else None
+        BoundedRedisManager(redis_url, channel=channel, timeout=redis_timeout)
+        if redis_url is not None
+        else None
     )
     return socketio.AsyncServer(
         async_mode="asgi",

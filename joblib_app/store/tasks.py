@@ -34,6 +34,7 @@ from joblib_app.models import (
     job_table,
     link_table,
     task_table,
+    utcnow,
     worker_table,
 )
 from joblib_app.names import INTERNAL_ROOM
@@ -106,7 +107,11 @@ def _claim_statement(*, owner_checked: bool) -> Any:
     return (
         update(task_table)
         .where(_T.seq == candidate.scalar_subquery(), IS_PENDING)
-        .values(status=TaskStatus.CLAIMED.value, worker_id=bindparam("worker_id"))
+        .values(
+            status=TaskStatus.CLAIMED.value,
+            worker_id=bindparam("worker_id"),
+            claimed_at=bindparam("now"),
+        )
         .returning(*TASK_COLUMNS)
     )
 
@@ -152,7 +157,11 @@ def _claim_postgres_statement(*, owner_checked: bool) -> Any:
     return (
         update(task_table)
         .where(_T.seq == oldest.scalar_subquery(), IS_PENDING)
-        .values(status=TaskStatus.CLAIMED.value, worker_id=bindparam("worker_id"))
+        .values(
+            status=TaskStatus.CLAIMED.value,
+            worker_id=bindparam("worker_id"),
+            claimed_at=bindparam("now"),
+        )
         .returning(*TASK_COLUMNS)
     )
 
@@ -391,7 +400,7 @@ async def claim_next(
     """
     postgres = conn.dialect.name == "postgresql"
     stmt = (_CLAIM_POSTGRES if postgres else _CLAIM)[owner_id is not None]
-    params = {"worker_id": worker_id, "owner_id": owner_id}
+    params = {"worker_id": worker_id, "owner_id": owner_id, "now": utcnow()}
     return (await conn.execute(stmt, params)).first()
 
 
@@ -493,3 +502,36 @@ async def list_tasks(
     ).scalar_one()
     stmt = select(*TASK_COLUMNS).where(where).order_by(_T.seq.desc()).limit(limit).offset(offset)
     return (await conn.execute(stmt)).all(), total
+
+
+_IS_CLAIMED = status_is(_T.status, TaskStatus.CLAIMED.value)
+_UNCLAIM_VALUES = {"status": _PENDING, "worker_id": None, "claimed_at": None}
+# Back to pending: the row keeps its ``seq``, so it is again at the head of its queue.
+_REQUEUE_EXPIRED = (
+    update(task_table)
+    .where(
+        _IS_CLAIMED,
+        _T.claimed_at < bindparam("cutoff", type_=UTCDateTime),
+        # ``@internal`` tasks are claimed by the server itself; their timeout is their own.
+        ~_T.job_name.startswith(INTERNAL_ROOM + ":"),
+    )
+    .values(**_UNCLAIM_VALUES)
+    .returning(*TASK_COLUMNS)
+)
+_RELEASE_CLAIM = (
+    update(task_table)
+    .where(_T.id == bindparam("task_id"), _IS_CLAIMED, _T.worker_id == bindparam("worker_id"))
+    .values(**_UNCLAIM_VALUES)
+    .returning(*TASK_COLUMNS)
+)
+
+
+async def requeue_expired_claims(conn: AsyncConnection, cutoff: datetime) -> list[Row]:
+    """Return to pending every task claimed before ``cutoff`` and not started since."""
+    return list((await conn.execute(_REQUEUE_EXPIRED, {"cutoff": cutoff})).all())
+
+
+async def release_claim(conn: AsyncConnection, task_id: str, worker_id: str) -> Row | None:
+    """Undo ``worker_id``'s claim of a task it never received (``None`` if it moved on)."""
+    params = {"task_id": task_id, "worker_id": worker_id}
+    return (await conn.execute(_RELEASE_CLAIM, params)).first()
