@@ -164,6 +164,7 @@ class JoblibApp:
             return
         self._started = False
         ctx = self.context
+        await ctx.reconnects.close()
         if self._sweeper_stop is not None and self._sweeper_task is not None:
             self._sweeper_stop.set()
             await self._sweeper_task

@@ -19,8 +19,16 @@ if TYPE_CHECKING:
     from joblib_app.providers.backend import ResultBackend
     from joblib_app.realtime.notifier import Notifier
     from joblib_app.realtime.redis_guard import BackgroundSender
+    from joblib_app.reconnects import ReconnectGrace
 
 logger = logging.getLogger(__name__)
+
+
+def _reconnect_grace() -> ReconnectGrace:
+    # Imported here: the cleanup it runs imports this module.
+    from joblib_app.reconnects import ReconnectGrace
+
+    return ReconnectGrace()
 
 
 @dataclass
@@ -39,6 +47,7 @@ class AppContext:
     extras: dict[str, Any] = field(default_factory=dict)
     # With Redis: sends events and notifications off the request (see realtime.redis_guard).
     sender: BackgroundSender | None = None
+    reconnects: ReconnectGrace = field(default_factory=_reconnect_grace)
 
     async def dispatch(self, outbox: Outbox) -> None:
         """Send what a committed transaction collected: Socket.IO events, then wake-ups.

@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def _announce_pending(ctx: AppContext, rows: Sequence[Row]) -> None:
-    """Events for tasks back in pending: their status, ``task_available``, wake-ups."""
+async def announce_pending(ctx: AppContext, rows: Sequence[Row]) -> None:
+    """Events for tasks back in pending (lease, lost worker, timeout): their status,
+    ``task_available``, and the wake-up of claim long-polls."""
     if not rows:
         return
     async with ctx.db.read() as conn:
@@ -56,7 +57,7 @@ async def requeue_expired_claims(ctx: AppContext, now: datetime) -> list[Row]:
             len(rows),
             ctx.settings.claim_lease_seconds,
         )
-        await _announce_pending(ctx, rows)
+        await announce_pending(ctx, rows)
     return rows
 
 
@@ -66,7 +67,7 @@ async def release_undelivered_claim(ctx: AppContext, row: Row) -> None:
         released = await tasks.release_claim(conn, row.id, row.worker_id)
     if released is not None:
         logger.info("Task %s returned to its queue: its claimer went away", row.id)
-        await _announce_pending(ctx, [released])
+        await announce_pending(ctx, [released])
 
 
 class ClientGone:

@@ -10,7 +10,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, String, Text, text
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -81,6 +81,12 @@ class Job(SQLModel, table=True):
     is_deleted: bool = Field(default=False, nullable=False)
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # How many times a task may run when its worker is lost or it times out; how long a run
+    # may take (``None``: no limit).
+    max_attempts: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
+    timeout_seconds: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
 
 
 class WorkerJobLink(SQLModel, table=True):
@@ -136,6 +142,10 @@ class Task(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     # When the current claim was taken: a claim not started within the lease is undone.
     claimed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Which run this is (1 for the first); grows when a run is lost and the task requeued.
+    attempt: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
 
 
 class ProviderRow(SQLModel, table=True):

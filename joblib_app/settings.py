@@ -44,6 +44,8 @@ class JobLibSettings(BaseSettings):
     internal_shutdown_grace_seconds: float = 10.0
     # A task claimed but not started within this goes back to the head of its queue.
     claim_lease_seconds: float = 30.0
+    # A dropped Socket.IO connection's workers are cleaned up only after this.
+    worker_reconnect_grace_seconds: float = 10.0
 
     @classmethod
     def settings_customise_sources(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from joblib_app.cleanup import cleanup_workers
 from joblib_app.context import AppContext
-from joblib_app.leases import requeue_expired_claims
+from joblib_app.leases import announce_pending, requeue_expired_claims
 from joblib_app.models import utcnow
 from joblib_app.realtime.events import Outbox
 from joblib_app.store import tasks, workers
@@ -54,11 +54,40 @@ async def sweep_once(ctx: AppContext) -> SweepReport:
         await ctx.dispatch(outbox)
         logger.warning("Sweeper failed %d stuck internal task(s)", len(stuck))
     requeued = await requeue_expired_claims(ctx, now)
+    await time_out_runs(ctx, now)
     return SweepReport(
         workers_removed=len(removed),
         internal_tasks_failed=len(stuck),
         claims_requeued=len(requeued),
     )
+
+
+async def time_out_runs(ctx: AppContext, now: datetime) -> None:
+    """Runs longer than their job's ``timeout_seconds``: queued again while the job allows
+    another attempt, else failed (``timed out``). The worker's later update is 409."""
+    async with ctx.db.read() as conn:
+        limited = await tasks.jobs_with_timeouts(conn)
+    for job_id, timeout in limited:
+        where = tasks.running_tasks_of_job_started_before(job_id, now - timedelta(seconds=timeout))
+        async with ctx.db.write() as conn:
+            requeued = await tasks.requeue_lost_tasks(conn, where)
+            failed = await tasks.fail_active_tasks(
+                conn, where, f"Task timed out after {timeout:g} s", now
+            )
+        if failed:
+            outbox = Outbox()
+            for row in failed:
+                record_task_change(outbox, row, {})
+            await ctx.dispatch(outbox)
+        await announce_pending(ctx, requeued)
+        if requeued or failed:
+            logger.warning(
+                "%d task(s) ran longer than %g s: %d requeued, %d failed",
+                len(requeued) + len(failed),
+                timeout,
+                len(requeued),
+                len(failed),
+            )
 
 
 async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:

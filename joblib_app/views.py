@@ -29,6 +29,7 @@ def task_out(row: Row, positions: Mapping[int, int]) -> TaskOut:
         error=row.error,
         payload=row.payload,
         queue_position=positions.get(row.seq),
+        attempt=row.attempt,
     )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import socketio
 from starlette.requests import HTTPConnection
 
-from joblib_app.cleanup import cleanup_workers
 from joblib_app.context import AppContext
+from joblib_app.models import utcnow
 from joblib_app.names import validate_room_id
 from joblib_app.principal import Principal
 from joblib_app.problems import ProblemError
@@ -83,7 +83,7 @@ def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext
         session = await sio.get_session(sid)
         worker_ids: set[str] = session.get("workers") or set()
         if worker_ids:
-            await cleanup_workers(get_ctx(), worker_ids, reason="Socket.IO connection closed")
+            get_ctx().reconnects.connection_dropped(get_ctx(), worker_ids)
 
     async def owned_worker(sid: str, data: Any) -> tuple[Principal, str] | Answer:
         principal = await principal_of(sid)
@@ -101,6 +101,9 @@ def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext
     async def remember(sid: str, worker_id: str) -> None:
         async with sio.session(sid) as session:
             session["workers"].add(worker_id)
+        # A sign of life: a cleanup pending from this worker's dropped connection spares it.
+        async with get_ctx().db.write() as conn:
+            await workers.touch_worker(conn, worker_id, utcnow())
 
     @sio.on("join_job_room")
     async def join_job_room(sid: str, data: Any) -> Answer:

@@ -55,6 +55,7 @@ TASK_COLUMNS = (
     _T.created_at,
     _T.started_at,
     _T.completed_at,
+    _T.attempt,
 )
 _PENDING = TaskStatus.PENDING.value
 
@@ -376,6 +377,7 @@ async def submit_to_active_job(
         created_at=now,
         started_at=None,
         completed_at=None,
+        attempt=1,
     )
 
 
@@ -535,3 +537,59 @@ async def release_claim(conn: AsyncConnection, task_id: str, worker_id: str) -> 
     """Undo ``worker_id``'s claim of a task it never received (``None`` if it moved on)."""
     params = {"task_id": task_id, "worker_id": worker_id}
     return (await conn.execute(_RELEASE_CLAIM, params)).first()
+
+
+_JOB = job_table.c
+_IS_RUNNING = status_is(_T.status, TaskStatus.RUNNING.value)
+_ATTEMPTS_LEFT = _T.attempt < (
+    select(_JOB.max_attempts).where(_JOB.id == _T.job_id).scalar_subquery()
+)
+
+
+async def requeue_lost_tasks(conn: AsyncConnection, where: ColumnElement[bool]) -> list[Row]:
+    """Back to pending, among the active tasks matching ``where``: the claimed ones (they
+    never ran: no attempt used) and the running ones whose job allows another attempt.
+
+    The caller fails what is left active (:func:`fail_active_tasks`).
+    """
+    never_ran = (
+        update(task_table)
+        .where(_IS_CLAIMED, where)
+        .values(**_UNCLAIM_VALUES)
+        .returning(*TASK_COLUMNS)
+    )
+    rerun = (
+        update(task_table)
+        .where(_IS_RUNNING, _ATTEMPTS_LEFT, where)
+        .values(**_UNCLAIM_VALUES, started_at=None, attempt=_T.attempt + 1)
+        .returning(*TASK_COLUMNS)
+    )
+    rows = list((await conn.execute(never_ran)).all())
+    rows.extend((await conn.execute(rerun)).all())
+    return rows
+
+
+def running_tasks_of_job_started_before(job_id: str, cutoff: datetime) -> ColumnElement[bool]:
+    """Running tasks of ``job_id`` that started before ``cutoff`` (a job's timeout)."""
+    return and_(_IS_RUNNING, _T.job_id == job_id, _T.started_at < cutoff)
+
+
+async def jobs_with_timeouts(conn: AsyncConnection) -> list[Row]:
+    """``(id, timeout_seconds)`` of the active jobs with a timeout."""
+    stmt = select(_JOB.id, _JOB.timeout_seconds).where(
+        _JOB.timeout_seconds.is_not(None), _JOB.is_deleted == false()
+    )
+    return list((await conn.execute(stmt)).all())
+
+
+async def set_retry_policy(
+    conn: AsyncConnection, job_id: str, max_attempts: int | None, timeout_seconds: float | None
+) -> None:
+    """Store what a registration gave of ``max_attempts`` and ``timeout_seconds``."""
+    values: dict[str, Any] = {}
+    if max_attempts is not None:
+        values["max_attempts"] = max_attempts
+    if timeout_seconds is not None:
+        values["timeout_seconds"] = timeout_seconds
+    if values:
+        await conn.execute(update(job_table).where(_JOB.id == job_id).values(**values))
