@@ -25,14 +25,19 @@ class SweepReport:
     claims_requeued: int = 0
 
 
-async def sweep_once(ctx: AppContext) -> SweepReport:
+async def sweep_once(ctx: AppContext, *, judge_workers: bool = True) -> SweepReport:
     """One cycle. Safe to run from several processes at once: every change is conditional
-    on the row's current state, so a task is failed once whoever sweeps first."""
+    on the row's current state, so a task is failed once whoever sweeps first.
+
+    ``judge_workers=False`` leaves stale workers alone (a server just started: see
+    :func:`run_sweeper`)."""
     now = utcnow()
     settings = ctx.settings
     stale_cutoff = now - timedelta(seconds=settings.worker_timeout_seconds)
-    async with ctx.db.read() as conn:
-        stale = await workers.stale_worker_ids(conn, stale_cutoff)
+    stale: list[str] = []
+    if judge_workers:
+        async with ctx.db.read() as conn:
+            stale = await workers.stale_worker_ids(conn, stale_cutoff)
     removed = (
         await cleanup_workers(ctx, stale, reason="heartbeat timed out", stale_before=stale_cutoff)
         if stale
@@ -96,9 +101,13 @@ async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:
     # Often enough that a lost claim is back in its queue within 1.5 leases.
     interval = min(ctx.settings.sweeper_interval_seconds, ctx.settings.claim_lease_seconds / 2)
     logger.info("Sweeper running every %g s", interval)
+    loop = asyncio.get_running_loop()
+    # A restarted server gives its workers one heartbeat timeout to reach it again: their
+    # heartbeats failed while it was down, which says nothing about them.
+    judge_after = loop.time() + ctx.settings.worker_timeout_seconds
     while not stop.is_set():
         try:
-            await sweep_once(ctx)
+            await sweep_once(ctx, judge_workers=loop.time() >= judge_after)
         except Exception:
             logger.exception("Sweeper cycle failed; the next one runs in %g s", interval)
         try:

@@ -153,7 +153,7 @@ async def test_a_failing_cycle_is_logged_and_the_next_one_runs(
     stop = asyncio.Event()
     cycles: list[int] = []
 
-    async def flaky_sweep(ctx: Any) -> None:
+    async def flaky_sweep(ctx: Any, **_: Any) -> None:
         cycles.append(len(cycles))
         if len(cycles) == 1:
             raise RuntimeError("database went away")
