@@ -56,7 +56,8 @@ def _round(server: ServerProcess, rng: random.Random) -> dict[str, float | int]:
     feeder = threading.Thread(target=_submitter, args=(server.base, room, stop, ids))
     feeder.start()
     try:
-        time.sleep(rng.uniform(0.05, 0.5))  # a random moment of the flow
+        _wait_first_completed(server.base, ids, 120)
+        time.sleep(rng.uniform(0.0, 0.3))  # a random moment of the flow
         sent = time.monotonic()
         worker.signal(signal.SIGTERM)
         handled = _line_time(worker, "Received SIGTERM", sent, 30)
@@ -82,6 +83,17 @@ def _round(server: ServerProcess, rng: random.Random) -> dict[str, float | int]:
         "tasks": len(ids),
         "not_completed": len(failed),
     }
+
+
+def _wait_first_completed(base: str, ids: list[str], timeout: float) -> None:
+    """Return once the worker has completed a task: tasks flow."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base, headers=HEADERS, timeout=30) as http:
+        while time.monotonic() < deadline:
+            if ids and http.get(f"/tasks/{ids[0]}").json()["status"] == "completed":
+                return
+            time.sleep(0.01)
+    raise TimeoutError("no task completed")
 
 
 def _line_time(worker: WorkerProcess, text: str, since: float, timeout: float) -> float:
