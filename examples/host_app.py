@@ -46,16 +46,17 @@ class Echo(Extension):
 def internal_broker() -> AsyncBroker | None:
     """The taskiq broker of the ``@internal`` jobs: Redis when configured, else in process.
 
-    ``ListQueueBroker`` stops promptly and needs no consumer group; it has no
-    acknowledgements, so a task lost with a killed worker is failed by the sweeper after
+    A list queue (``RedisListBroker``: taskiq-redis's ``ListQueueBroker`` with bounded
+    Redis calls) stops promptly and needs no consumer group; it has no acknowledgements,
+    so a task lost with a killed worker is failed by the sweeper after
     ``internal_task_timeout_seconds``.
     """
     url = os.environ.get("JOBLIB_BROKER_REDIS_URL")
     if not url:
         return None
-    from taskiq_redis import ListQueueBroker
+    from joblib_app import RedisListBroker
 
-    return ListQueueBroker(url, queue_name="joblib:internal")
+    return RedisListBroker(url, queue_name="joblib:internal")
 
 
 joblib = create_joblib_app(

@@ -30,6 +30,7 @@ _EXPORTS = {
     "Principal": "joblib_app.principal",
     "ProblemError": "joblib_app.problems",
     "RedisResultBackend": "joblib_app.providers.redis_backend",
+    "RedisListBroker": "joblib_app.internal.redis_broker",
     "ResultBackend": "joblib_app.providers.backend",
     "ResultBackendUnavailable": "joblib_app.providers.backend",
     "database_executor": "joblib_app.internal.executor",
@@ -48,6 +49,7 @@ __all__ = [
     "Principal",
     "ProblemError",
     "Provider",
+    "RedisListBroker",
     "RedisResultBackend",
     "ResultBackend",
     "ResultBackendUnavailable",
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
     from joblib_app.config import JoblibConfig
     from joblib_app.extension import Category, Extension, Provider
     from joblib_app.internal.executor import database_executor, rest_executor
+    from joblib_app.internal.redis_broker import RedisListBroker
     from joblib_app.internal.registry import InternalRegistry, register_internal_tasks
     from joblib_app.principal import Principal
     from joblib_app.problems import ProblemError

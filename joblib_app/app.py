@@ -35,6 +35,7 @@ from joblib_app.providers.backend import ResultBackend
 from joblib_app.providers.memory import InMemoryResultBackend
 from joblib_app.providers.redis_backend import RedisResultBackend
 from joblib_app.realtime.notifier import InProcessNotifier, Notifier, RedisNotifier
+from joblib_app.realtime.redis_guard import BackgroundSender, BoundedRedisManager
 from joblib_app.realtime.socketio_server import create_socketio_server, install_handlers
 from joblib_app.store.database import Database
 from joblib_app.sweeper import run_sweeper
@@ -62,7 +63,11 @@ class JoblibApp:
         prefix = config.redis_key_prefix
         self.db = Database(url=config.database_url, engine=config.engine)
         notifier: Notifier = (
-            RedisNotifier(config.redis_url, channel_prefix=f"{prefix}notify:")
+            RedisNotifier(
+                config.redis_url,
+                channel_prefix=f"{prefix}notify:",
+                operation_timeout=settings.redis_operation_timeout_seconds,
+            )
             if config.redis_url
             else InProcessNotifier()
         )
@@ -83,6 +88,7 @@ class JoblibApp:
             channel=f"{prefix}socketio",
             cors_allowed_origins=config.socketio_cors_allowed_origins,
             connect_timeout=settings.socketio_connect_timeout_seconds,
+            redis_timeout=settings.redis_operation_timeout_seconds,
         )
         self.broker: AsyncBroker = config.broker or InMemoryBroker()
         self.context = AppContext(
@@ -93,6 +99,8 @@ class JoblibApp:
             sio=self.sio,
             result_backend=result_backend,
         )
+        if config.redis_url:
+            self.context.sender = BackgroundSender(settings.redis_operation_timeout_seconds)
         self.context.internal = self._register_internal_jobs()
         install_handlers(self.sio, lambda: self.context)
 
@@ -185,6 +193,8 @@ class JoblibApp:
             ctx = self.context
             await self.db.create_tables()
             await ctx.notifier.start()
+            if ctx.sender is not None:
+                ctx.sender.start()
             start_backend = getattr(ctx.result_backend, "start", None)
             if start_backend is not None:
                 await start_backend()
@@ -209,6 +219,7 @@ class JoblibApp:
         ctx = self.context
         begin_stopping(ctx)
         self._shutdown_signals.uninstall()
+        await ctx.reconnects.close()
         if self._sweeper_stop is not None and self._sweeper_task is not None:
             self._sweeper_stop.set()
             await self._sweeper_task
@@ -219,6 +230,11 @@ class JoblibApp:
         close_backend = getattr(ctx.result_backend, "close", None)
         if close_backend is not None:
             await close_backend()
+        if ctx.sender is not None:
+            await ctx.sender.stop()
+        manager = self.sio.manager
+        if isinstance(manager, BoundedRedisManager):
+            await manager.close()
         await ctx.notifier.stop()
         await self.db.dispose()
         logger.info("joblib-app stopped")

@@ -9,6 +9,7 @@ from datetime import datetime
 from joblib_app.api.long_poll import notify_worker_deleted
 from joblib_app.api.providers import forget_providers
 from joblib_app.context import AppContext
+from joblib_app.leases import announce_pending
 from joblib_app.models import utcnow
 from joblib_app.realtime.events import (
     JobsInvalidate,
@@ -33,7 +34,8 @@ async def cleanup_workers(
 ) -> list[str]:
     """Remove workers and everything that depended on them, in one transaction.
 
-    Fails their claimed and running tasks, deletes their providers, job links and the
+    Queues their claimed tasks again (they never ran) and their running tasks whose job
+    allows another attempt, fails the other running ones, deletes their providers, job links and the
     worker rows, soft-deletes jobs left with no worker and no pending task (never
     ``@internal`` ones), then emits the events and calls ``on_rooms_cleaned`` with the rooms
     whose providers were removed. Returns the ids of the workers that existed.
@@ -54,6 +56,8 @@ async def cleanup_workers(
                 return []
         served = await jobs.jobs_of_workers(conn, ids)
         await jobs.lock_jobs(conn, [job.id for job in served])
+        # Claimed tasks never ran, and a job may allow more runs: those are queued again.
+        requeued = await tasks.requeue_lost_tasks(conn, tasks.active_tasks_of_workers(ids))
         failed = await tasks.fail_active_tasks(
             conn, tasks.active_tasks_of_workers(ids), WORKER_GONE_ERROR, now
         )
@@ -71,13 +75,15 @@ async def cleanup_workers(
     for room_id in provider_rooms:
         outbox.emit(ProvidersInvalidate(), room_channel(room_id))
     await ctx.dispatch(outbox)
+    await announce_pending(ctx, requeued)
     if deleted:
         logger.info(
-            "Cleaned up %d worker(s) (%s): %d task(s) failed, %d provider(s) removed, "
-            "%d job(s) soft-deleted",
+            "Cleaned up %d worker(s) (%s): %d task(s) failed, %d requeued, %d provider(s) "
+            "removed, %d job(s) soft-deleted",
             len(deleted),
             reason,
             len(failed),
+            len(requeued),
             len(removed_providers),
             len(orphaned),
         )

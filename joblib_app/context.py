@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from joblib_app.config import JoblibConfig
@@ -19,8 +20,17 @@ if TYPE_CHECKING:
     from joblib_app.internal.registry import InternalRegistry
     from joblib_app.providers.backend import ResultBackend
     from joblib_app.realtime.notifier import Notifier
+    from joblib_app.realtime.redis_guard import BackgroundSender
+    from joblib_app.reconnects import ReconnectGrace
 
 logger = logging.getLogger(__name__)
+
+
+def _reconnect_grace() -> ReconnectGrace:
+    # Imported here: the cleanup it runs imports this module.
+    from joblib_app.reconnects import ReconnectGrace
+
+    return ReconnectGrace()
 
 
 @dataclass
@@ -38,13 +48,24 @@ class AppContext:
     running_internal: set[str] = field(default_factory=set)
     extras: dict[str, Any] = field(default_factory=dict)
     task_event_order: TaskEventOrder = field(default_factory=TaskEventOrder)
+    # With Redis: sends events and notifications off the request (see realtime.redis_guard).
+    sender: BackgroundSender | None = None
+    reconnects: ReconnectGrace = field(default_factory=_reconnect_grace)
 
     async def dispatch(self, outbox: Outbox) -> None:
         """Send what a committed transaction collected: Socket.IO events, then wake-ups.
 
         The change is already committed, so a failure here is logged and not raised: the
-        client's request succeeded, and waiters have their database re-check.
+        client's request succeeded, and waiters have their database re-check. With Redis,
+        both are queued for the background sender: a hung Redis never delays the request.
         """
+        if self.sender is not None:
+            publish = getattr(self.notifier, "publish_or_raise", self.notifier.publish)
+            for name, payload, room in outbox.events:
+                self.sender.submit(partial(self.sio.emit, name, payload, room=room))
+            for channel, message in outbox.notifications:
+                self.sender.submit(partial(publish, channel, message))
+            return
         for name, payload, room in outbox.events:
             try:
                 if name == "task_status_event" and payload.get("version") is not None:

@@ -81,6 +81,12 @@ class Job(SQLModel, table=True):
     is_deleted: bool = Field(default=False, nullable=False)
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # How many times a task may run when its worker is lost or it times out; how long a run
+    # may take (``None``: no limit).
+    max_attempts: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
+    timeout_seconds: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
 
 
 class WorkerJobLink(SQLModel, table=True):
@@ -140,6 +146,12 @@ class Task(SQLModel, table=True):
     progress_message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Grows by one with every change of the row (1 at submit): orders the task's events.
     version: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )
+    # When the current claim was taken: a claim not started within the lease is undone.
+    claimed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Which run this is (1 for the first); grows when a run is lost and the task requeued.
+    attempt: int = Field(
         default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
     )
 

@@ -196,6 +196,14 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Imported here: that module builds its answer with this one's ProblemError.
+    from joblib_app.store.connection_loss import database_unavailable, is_connection_lost
+
+    if is_connection_lost(exc):
+        logger.warning(
+            "Database connection lost on %s %s: %s", request.method, request.url.path, exc
+        )
+        return await _handle_problem(request, database_unavailable())
     logger.exception("Unhandled error on %s %s", request.method, request.url.path)
     return internal_error_response(request.url.path)
 

@@ -52,6 +52,10 @@ class JobLibSettings(BaseSettings):
     # A task's result, measured as its compact JSON; task updates may be this much larger
     # than ``max_request_body_bytes``.
     max_task_result_bytes: int = 1_048_576
+    # A task claimed but not started within this goes back to the head of its queue.
+    claim_lease_seconds: float = 30.0
+    # A dropped Socket.IO connection's workers are cleaned up only after this.
+    worker_reconnect_grace_seconds: float = 10.0
 
     @classmethod
     def settings_customise_sources(

@@ -117,6 +117,10 @@ async def set_task_status(
                 row = await tasks.get_task_with_owner(conn, task_id)
                 if row is None:
                     raise task_not_found(task_id)
+                if row.status == TaskStatus.PENDING.value and target is not TaskStatus.CANCELLED:
+                    # A pending task has no claimer to check against (its lease expired, or
+                    # it was never claimed): the answer is the transition's, 409.
+                    check_transition(TaskStatus(row.status), target)
                 if actor is not None and not may_update(actor, row, target):
                     raise forbidden(
                         "Only the claiming worker's owner or a superuser may update this task"

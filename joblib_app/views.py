@@ -33,6 +33,7 @@ def task_out(row: Row, positions: Mapping[int, int]) -> TaskOut:
         progress=row.progress,
         progress_message=row.progress_message,
         version=row.version,
+        attempt=row.attempt,
     )
 
 

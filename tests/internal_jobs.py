@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from taskiq import AsyncBroker
-from taskiq_redis import ListQueueBroker
 
-from joblib_app import Extension
+from joblib_app import Extension, RedisListBroker
 
 
 class Greet(Extension):
@@ -58,12 +57,24 @@ class WaitForFile(Extension):
             time.sleep(0.02)
 
 
+class Sleep(Extension):
+    """Runs for ``seconds``: longer than redis-py 8's 5 s default socket timeout."""
+
+    category = "analysis"
+    seconds: float = 1.0
+
+    def run(self, vis: Any, **kwargs: Any) -> float:
+        time.sleep(self.seconds)
+        return self.seconds
+
+
 # Literal, not derived with internal_job_name: the tests check the naming rule itself.
 GREET = "@internal:analysis:Greet"
 EXPLODE = "@internal:modifiers:Explode"
 WAIT = "@internal:modifiers:WaitForFile"
+SLEEP = "@internal:analysis:Sleep"
 
-INTERNAL_EXTENSIONS: list[type[Extension]] = [Greet, Explode, WaitForFile]
+INTERNAL_EXTENSIONS: list[type[Extension]] = [Greet, Explode, WaitForFile, Sleep]
 
 
 def internal_queue_name(prefix: str) -> str:
@@ -72,11 +83,11 @@ def internal_queue_name(prefix: str) -> str:
 
 
 def make_redis_broker(url: str, prefix: str) -> AsyncBroker:
-    """A taskiq ``ListQueueBroker`` whose queue lives under ``prefix``.
+    """The package's ``RedisListBroker`` whose queue lives under ``prefix``.
 
-    ListQueueBroker rather than RedisStreamBroker: its worker stops promptly on SIGTERM,
+    A list queue rather than RedisStreamBroker: its worker stops promptly on SIGTERM,
     and it needs no consumer group to exist before a task is kicked. It has no
     acknowledgements; a task lost with a killed worker is failed by the sweeper's
     internal timeout.
     """
-    return ListQueueBroker(url, queue_name=internal_queue_name(prefix))
+    return RedisListBroker(url, queue_name=internal_queue_name(prefix))

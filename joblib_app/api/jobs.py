@@ -89,6 +89,7 @@ async def register_job(
                 )
             else:
                 job = existing
+        await tasks.set_retry_policy(conn, job.id, body.max_attempts, body.timeout_seconds)
         linked = await jobs.link_worker(conn, worker_id, job.id)
         linked_workers = (await jobs.workers_of_jobs(conn, [job.id]))[job.id]
     if created is None and not reactivated:

@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 from sqlalchemy import Row
 
 from joblib_app.context import AppContext
+from joblib_app.leases import ClientGone
 from joblib_app.problems import worker_not_found
 from joblib_app.realtime.events import Outbox, job_notify_channel
 from joblib_app.realtime.notifier import Listener
@@ -156,8 +157,10 @@ async def _wait(
     ctx: AppContext,
     listener: Listener,
     timeout: float,  # noqa: ASYNC109 - passed on to Listener.wait
+    client: ClientGone | None,
 ) -> str | _Stopping | None:
-    return await until_stopping(ctx, listener.wait(timeout))
+    waiting = until_stopping(ctx, listener.wait(timeout))
+    return await (waiting if client is None else client.race(waiting))
 
 
 async def claim_long_poll(
@@ -165,11 +168,14 @@ async def claim_long_poll(
     worker_id: str,
     seconds: float,
     claim_once: Callable[[], Awaitable[Row | None]],
+    *,
+    client: ClientGone | None = None,
 ) -> Row | None:
     """Claim with ``claim_once`` as soon as a task is submitted for any of the worker's jobs.
 
-    ``None`` when ``seconds`` pass or the server begins to stop. A job the worker registers
-    meanwhile is listened on from then on; the worker's deletion is ``404 worker-not-found``.
+    ``None`` when ``seconds`` pass, the server begins to stop, or ``client`` hangs up. A job
+    the worker registers meanwhile is listened on from then on; the worker's deletion is
+    ``404 worker-not-found``.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -184,12 +190,14 @@ async def claim_long_poll(
         channels.append(worker_notify_channel(worker_id))
         async with ctx.notifier.listen(channels) as listener:
             while True:
+                if client is not None and client.gone:
+                    return None
                 # Claim after subscribing, so a task submitted in between is not missed.
                 row = await claim_once()
                 remaining = deadline - loop.time()
                 if row is not None or remaining <= 0:
                     return row
-                message = await _wait(ctx, listener, min(remaining, SAFETY_RECHECK_SECONDS))
+                message = await _wait(ctx, listener, min(remaining, SAFETY_RECHECK_SECONDS), client)
                 if message is STOPPING:
                     return None
                 if message == WORKER_DELETED:

@@ -35,6 +35,7 @@ from joblib_app.problems import (
     too_large_problem,
     validation_problem,
 )
+from joblib_app.store.connection_loss import database_unavailable, is_connection_lost
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +313,25 @@ class PlainRouter:
     ) -> None:
         request = PlainRequest(scope, receive, self.ctx, params)
         try:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                if not is_connection_lost(exc):
+                    raise
+                if scope["method"] not in ("GET", "HEAD"):
+                    # A write may or may not have committed: the client decides.
+                    logger.warning(
+                        "Database connection lost on %s %s", scope["method"], scope["path"]
+                    )
+                    raise database_unavailable() from exc
+                # A read is safe to run again, once, on a fresh connection.
+                logger.info("Database connection lost on %s; reading again", scope["path"])
+                try:
+                    response = await handler(PlainRequest(scope, receive, self.ctx, params))
+                except Exception as again:
+                    if not is_connection_lost(again):
+                        raise
+                    raise database_unavailable() from again
         except ProblemError as exc:
             await _send_problem(exc, scope, receive, send)
             return

@@ -36,6 +36,10 @@ class JobRegister(BaseModel):
     name: Name
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     worker_id: BodyId | None = None
+    # Beyond the reference (optional): runs allowed when a worker is lost or a run times
+    # out, and the longest a run may take. Omitted: the job keeps what it has (1, none).
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=7 * 86400)
 
 
 class JobSummary(BaseModel):
@@ -78,6 +82,8 @@ class TaskOut(BaseModel):
     progress: float | None = None
     progress_message: str | None = None
     version: int | None = None
+    # Beyond the reference: which run this is, 1 for the first.
+    attempt: int = 1
 
 
 class ClaimRequest(BaseModel):

@@ -25,6 +25,7 @@ from joblib_app.api.privacy import check_readable_task
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
 from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
+from joblib_app.leases import ClientGone, release_undelivered_claim
 from joblib_app.limits import check_json_body
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
@@ -169,9 +170,18 @@ async def claim_task(request: PlainRequest) -> PlainResponse:
     if row is None and wait:
         capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
         headers["Preference-Applied"] = f"wait={format_seconds(capped)}"
-        row = await claim_long_poll(
-            ctx, body.worker_id, capped, functools.partial(_claim_once, ctx, body.worker_id)
-        )
+        # A client that hung up (killed worker, client timeout) is never given a task.
+        async with ClientGone(request.receive) as client:
+            row = await claim_long_poll(
+                ctx,
+                body.worker_id,
+                capped,
+                functools.partial(_claim_once, ctx, body.worker_id),
+                client=client,
+            )
+            if row is not None and client.gone:
+                await release_undelivered_claim(ctx, row)
+                row = None
     return PlainResponse(claim_json(row), headers=headers)
 
 

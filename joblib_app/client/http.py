@@ -141,6 +141,19 @@ class ApiClient:
                     raise ServerUnreachable(f"{method} {path}: stopped while retrying") from exc
                 continue
             self.outage.record_success()
+            if (
+                response.status_code == 503
+                and method in _IDEMPOTENT
+                and "retry-after" in response.headers
+            ):
+                # The server lost its database connection (or is starting): it says when to
+                # come back. Only idempotent requests: a claim or a submit may have happened.
+                delay = _retry_after(response.headers["retry-after"])
+                if (
+                    deadline is None or time.monotonic() + delay <= deadline
+                ) and not self._stop.wait(delay):
+                    logger.debug("%s %s answered 503; retrying in %.2fs", method, path, delay)
+                    continue
             if response.status_code >= 400:
                 raise ApiError(response.status_code, _problem_of(response))
             return response
@@ -148,6 +161,14 @@ class ApiClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+
+def _retry_after(value: str) -> float:
+    """``Retry-After`` in seconds (delta form), within 0.1..10 s; 1 s if unreadable."""
+    try:
+        return min(max(float(value), 0.1), 10.0)
+    except ValueError:
+        return 1.0
 
 
 def _problem_of(response: httpx.Response) -> dict[str, Any]:

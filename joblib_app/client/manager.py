@@ -598,16 +598,9 @@ class JobManager(Mapping[str, type[Extension]]):
     def _serve(self, task: dict[str, Any]) -> None:
         """Run one claimed task through ``execute`` and report the outcome."""
         with self._state:
-            if self._stop.is_set():
-                # Claimed after shutdown began, nobody will run it: say so now rather than
-                # leave it to the worker cleanup.
-                accepted = False
-            else:
-                self._busy += 1
-                accepted = True
-        if not accepted:
-            self._fail_quietly(str(task["id"]), "Worker shutting down")
-            return
+            # Even when the stop came while this claim was in flight: the task is ours now,
+            # and ``disconnect`` waits for the tasks in flight before deleting the worker.
+            self._busy += 1
         try:
             claimed = self._load(task)
             if claimed is None:
@@ -685,11 +678,14 @@ class JobManager(Mapping[str, type[Extension]]):
             self._stop_self(f"re-registration refused ({exc})")
 
     def _resync(self) -> None:
-        """Re-create this worker with all its jobs, providers and rooms.
+        """Re-attach this worker, with all its jobs, providers and rooms.
 
-        Runs after a Socket.IO reconnection. The server deletes the worker of a dropped
-        connection (perhaps only later, once it notices), so the old id is not reused:
-        a fresh worker takes over every registration, then the old one is deleted.
+        Runs after a Socket.IO reconnection (to this server process, another one, or the
+        same server restarted). The server keeps a dropped connection's worker for
+        ``worker_reconnect_grace_seconds``, and a restarting server keeps it too: while the
+        server still knows the id, it is kept, so the tasks in flight can be reported.
+        Only after a 404 does a fresh worker take over every registration (and the old
+        one is deleted, in case it lingers).
         """
         with self._registry_lock:
             old_id = self._worker_id
@@ -697,8 +693,7 @@ class JobManager(Mapping[str, type[Extension]]):
                 self._socket_lost.clear()
                 self._contact_lost.clear()
                 return
-            response = self.api.request("POST", "/workers", retry_for=self._retry_budget())
-            new_id = str(response.json()["id"])
+            new_id = old_id if self._still_registered(old_id) else self._fresh_worker()
             for job in self._jobs.values():
                 self._put_job(job, new_id, retry_for=self._retry_budget())
             for provider in self._providers.values():
@@ -713,9 +708,26 @@ class JobManager(Mapping[str, type[Extension]]):
                     self._link.join_provider(name, new_id)
         self._socket_lost.clear()
         self._contact_lost.clear()
-        logger.info("Re-registered as worker %s (was %s)", new_id, old_id)
-        self._delete_worker(old_id)
+        if new_id == old_id:
+            logger.info("Re-attached as worker %s", new_id)
+        else:
+            logger.info("Re-registered as worker %s (was %s)", new_id, old_id)
+            self._delete_worker(old_id)
         self._task_ready.set()
+
+    def _still_registered(self, worker_id: str) -> bool:
+        """Heartbeat ``worker_id``: ``False`` if the server no longer knows it (404)."""
+        try:
+            self.api.request("PATCH", f"/workers/{worker_id}", retry_for=self._retry_budget())
+        except ApiError as exc:
+            if exc.status_code in _GONE_STATUSES:
+                return False
+            raise
+        return True
+
+    def _fresh_worker(self) -> str:
+        response = self.api.request("POST", "/workers", retry_for=self._retry_budget())
+        return str(response.json()["id"])
 
     def _retry_budget(self) -> float | None:
         if self._max_unreachable is None:
@@ -839,7 +851,7 @@ class JobManager(Mapping[str, type[Extension]]):
                 restore[sig] = signal.getsignal(sig)
                 signal.signal(sig, on_signal)
         try:
-            stopped = self._stop.wait(timeout)
+            stopped = _wait_interruptibly(self._stop, timeout)
         finally:
             for sig, previous in restore.items():
                 signal.signal(sig, previous)
@@ -901,6 +913,24 @@ class JobManager(Mapping[str, type[Extension]]):
         if self._worker_id is None:
             raise JoblibClientError("no worker yet: call create_worker() or register a job")
         return self._worker_id
+
+
+# The main thread wakes this often while waiting, so that Python runs a signal handler
+# promptly: a signal the OS delivered to another thread does not interrupt its wait.
+_SIGNAL_CHECK_SECONDS = 0.1
+
+
+def _wait_interruptibly(event: threading.Event, timeout: float | None) -> bool:
+    """``event.wait(timeout)`` in short slices."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = _SIGNAL_CHECK_SECONDS
+        if deadline is not None:
+            step = min(step, max(0.0, deadline - time.monotonic()))
+        if event.wait(step):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
 
 
 def _seconds(value: float) -> str:

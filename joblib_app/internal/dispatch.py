@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from sqlalchemy import Row
@@ -47,7 +48,9 @@ async def dispatch_internal_task(ctx: AppContext, row: Row) -> Row:
     assert ctx.internal is not None
     task = ctx.internal.tasks[row.job_name]
     try:
-        await task.kiq(row.payload, row.room_id, row.id)
+        # Bounded: a hung broker (Redis stopped) must not hold the submit.
+        async with asyncio.timeout(ctx.settings.redis_operation_timeout_seconds):
+            await task.kiq(row.payload, row.room_id, row.id)
     except Exception as exc:
         logger.exception("Could not enqueue internal task %s (%s)", row.id, row.job_name)
         failed, _ = await set_task_status(

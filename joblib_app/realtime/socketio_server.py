@@ -10,9 +10,9 @@ from typing import Any
 import socketio
 from starlette.requests import HTTPConnection
 
-from joblib_app.cleanup import cleanup_workers
 from joblib_app.context import AppContext
 from joblib_app.limits import is_plain_id
+from joblib_app.models import utcnow
 from joblib_app.names import parse_full_name, validate_room_id
 from joblib_app.principal import Principal
 from joblib_app.problems import ProblemError
@@ -22,6 +22,7 @@ from joblib_app.realtime.events import (
     room_channel,
     worker_channel,
 )
+from joblib_app.realtime.redis_guard import BoundedRedisManager
 from joblib_app.store import jobs, providers, workers
 
 logger = logging.getLogger(__name__)
@@ -98,13 +99,17 @@ def create_socketio_server(
     channel: str,
     cors_allowed_origins: str | list[str] | None,
     connect_timeout: float,
+    redis_timeout: float = 2.0,
 ) -> socketio.AsyncServer:
-    """A python-socketio server; with ``redis_url`` its emits reach every server process.
+    """A python-socketio server; with ``redis_url`` its emits reach every server process
+    (through a manager whose Redis calls are bounded by ``redis_timeout``).
 
     ``cors_allowed_origins`` ``None`` accepts same-origin connections only.
     """
     manager = (
-        socketio.AsyncRedisManager(redis_url, channel=channel) if redis_url is not None else None
+        BoundedRedisManager(redis_url, channel=channel, timeout=redis_timeout)
+        if redis_url is not None
+        else None
     )
     return JoblibSocketServer(
         connect_timeout=connect_timeout,
@@ -148,7 +153,7 @@ def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext
         session = await sio.get_session(sid)
         worker_ids: set[str] = session.get("workers") or set()
         if worker_ids:
-            await cleanup_workers(get_ctx(), worker_ids, reason="Socket.IO connection closed")
+            get_ctx().reconnects.connection_dropped(get_ctx(), worker_ids)
 
     async def owned_worker(sid: str, data: Any) -> tuple[Principal, str] | Answer:
         principal = await principal_of(sid)
@@ -170,6 +175,9 @@ def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext
             session["workers"].add(worker_id)
         # Where task_cancel_requested for this worker's tasks goes: this connection only.
         await sio.enter_room(sid, worker_channel(worker_id))
+        # A sign of life: a cleanup pending from this worker's dropped connection spares it.
+        async with get_ctx().db.write() as conn:
+            await workers.touch_worker(conn, worker_id, utcnow())
 
     @sio.on("join_job_room")
     async def join_job_room(sid: str, data: Any) -> Answer:

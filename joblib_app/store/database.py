@@ -761,7 +761,7 @@ class Database:
                 yield conn  # type: ignore[misc]
             return
         if self._autocommit_engine is not None:
-            async with self._autocommit_engine.connect() as conn:
+            async with self._autocommit_engine.connect() as conn, _discard_if_cancelled(conn):
                 yield conn
             return
         async with self.engine.connect() as conn:
@@ -806,7 +806,7 @@ class Database:
             async with self.write() as conn:
                 yield conn
             return
-        async with self._autocommit_engine.connect() as conn:
+        async with self._autocommit_engine.connect() as conn, _discard_if_cancelled(conn):
             yield conn
 
     async def serialize_across_processes(self, conn: AsyncConnection, name: str) -> None:
@@ -834,6 +834,20 @@ class Database:
             if self._autocommit_engine is not None:
                 await self._autocommit_engine.dispose()
             await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _discard_if_cancelled(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Never return to the pool a connection whose statement a cancellation interrupted.
+
+    asyncpg may still be mid-operation on it; pooled again, it would fail the next request
+    with "another operation is in progress". Invalidated, it is closed and replaced.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        await conn.invalidate()
+        raise
 
 
 def _engine_options(url: str) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from joblib_app.models import (
     job_table,
     link_table,
     task_table,
+    utcnow,
     worker_table,
 )
 from joblib_app.names import INTERNAL_ROOM
@@ -58,6 +59,7 @@ TASK_COLUMNS = (
     _T.progress,
     _T.progress_message,
     _T.version,
+    _T.attempt,
 )
 _PENDING = TaskStatus.PENDING.value
 
@@ -114,6 +116,7 @@ def _claim_statement(*, owner_checked: bool) -> Any:
             status=TaskStatus.CLAIMED.value,
             worker_id=bindparam("worker_id"),
             version=_T.version + 1,
+            claimed_at=bindparam("now"),
         )
         .returning(*TASK_COLUMNS)
     )
@@ -164,6 +167,7 @@ def _claim_postgres_statement(*, owner_checked: bool) -> Any:
             status=TaskStatus.CLAIMED.value,
             worker_id=bindparam("worker_id"),
             version=_T.version + 1,
+            claimed_at=bindparam("now"),
         )
         .returning(*TASK_COLUMNS)
     )
@@ -443,6 +447,7 @@ async def submit_to_active_job(
         progress=None,
         progress_message=None,
         version=1,
+        attempt=1,
     )
 
 
@@ -467,7 +472,7 @@ async def claim_next(
     """
     postgres = conn.dialect.name == "postgresql"
     stmt = (_CLAIM_POSTGRES if postgres else _CLAIM)[owner_id is not None]
-    params = {"worker_id": worker_id, "owner_id": owner_id}
+    params = {"worker_id": worker_id, "owner_id": owner_id, "now": utcnow()}
     return (await conn.execute(stmt, params)).first()
 
 
@@ -577,3 +582,104 @@ async def list_tasks(
     ).scalar_one()
     stmt = select(*TASK_COLUMNS).where(where).order_by(_T.seq.desc()).limit(limit).offset(offset)
     return (await conn.execute(stmt)).all(), total
+
+
+_IS_CLAIMED = status_is(_T.status, TaskStatus.CLAIMED.value)
+_UNCLAIM_VALUES = {
+    "status": _PENDING,
+    "worker_id": None,
+    "claimed_at": None,
+    "version": _T.version + 1,
+}
+# Back to pending: the row keeps its ``seq``, so it is again at the head of its queue.
+_REQUEUE_EXPIRED = (
+    update(task_table)
+    .where(
+        _IS_CLAIMED,
+        _T.claimed_at < bindparam("cutoff", type_=UTCDateTime),
+        # ``@internal`` tasks are claimed by the server itself; their timeout is their own.
+        ~_T.job_name.startswith(INTERNAL_ROOM + ":"),
+    )
+    .values(**_UNCLAIM_VALUES)
+    .returning(*TASK_COLUMNS)
+)
+_RELEASE_CLAIM = (
+    update(task_table)
+    .where(_T.id == bindparam("task_id"), _IS_CLAIMED, _T.worker_id == bindparam("worker_id"))
+    .values(**_UNCLAIM_VALUES)
+    .returning(*TASK_COLUMNS)
+)
+
+
+async def requeue_expired_claims(conn: AsyncConnection, cutoff: datetime) -> list[Row]:
+    """Return to pending every task claimed before ``cutoff`` and not started since."""
+    return list((await conn.execute(_REQUEUE_EXPIRED, {"cutoff": cutoff})).all())
+
+
+async def release_claim(conn: AsyncConnection, task_id: str, worker_id: str) -> Row | None:
+    """Undo ``worker_id``'s claim of a task it never received (``None`` if it moved on)."""
+    params = {"task_id": task_id, "worker_id": worker_id}
+    return (await conn.execute(_RELEASE_CLAIM, params)).first()
+
+
+_JOB = job_table.c
+_IS_RUNNING = status_is(_T.status, TaskStatus.RUNNING.value)
+_ATTEMPTS_LEFT = _T.attempt < (
+    select(_JOB.max_attempts).where(_JOB.id == _T.job_id).scalar_subquery()
+)
+
+
+async def requeue_lost_tasks(conn: AsyncConnection, where: ColumnElement[bool]) -> list[Row]:
+    """Back to pending, among the active tasks matching ``where``: the claimed ones (they
+    never ran: no attempt used) and the running ones whose job allows another attempt.
+
+    The caller fails what is left active (:func:`fail_active_tasks`).
+    """
+    never_ran = (
+        update(task_table)
+        .where(_IS_CLAIMED, where)
+        .values(**_UNCLAIM_VALUES)
+        .returning(*TASK_COLUMNS)
+    )
+    rerun = (
+        update(task_table)
+        .where(_IS_RUNNING, _ATTEMPTS_LEFT, where)
+        .values(
+            **_UNCLAIM_VALUES,
+            started_at=None,
+            attempt=_T.attempt + 1,
+            # A new run reports its own progress.
+            progress=None,
+            progress_message=None,
+        )
+        .returning(*TASK_COLUMNS)
+    )
+    rows = list((await conn.execute(never_ran)).all())
+    rows.extend((await conn.execute(rerun)).all())
+    return rows
+
+
+def running_tasks_of_job_started_before(job_id: str, cutoff: datetime) -> ColumnElement[bool]:
+    """Running tasks of ``job_id`` that started before ``cutoff`` (a job's timeout)."""
+    return and_(_IS_RUNNING, _T.job_id == job_id, _T.started_at < cutoff)
+
+
+async def jobs_with_timeouts(conn: AsyncConnection) -> list[Row]:
+    """``(id, timeout_seconds)`` of the active jobs with a timeout."""
+    stmt = select(_JOB.id, _JOB.timeout_seconds).where(
+        _JOB.timeout_seconds.is_not(None), _JOB.is_deleted == false()
+    )
+    return list((await conn.execute(stmt)).all())
+
+
+async def set_retry_policy(
+    conn: AsyncConnection, job_id: str, max_attempts: int | None, timeout_seconds: float | None
+) -> None:
+    """Store what a registration gave of ``max_attempts`` and ``timeout_seconds``."""
+    values: dict[str, Any] = {}
+    if max_attempts is not None:
+        values["max_attempts"] = max_attempts
+    if timeout_seconds is not None:
+        values["timeout_seconds"] = timeout_seconds
+    if values:
+        await conn.execute(update(job_table).where(_JOB.id == job_id).values(**values))

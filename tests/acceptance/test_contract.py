@@ -50,6 +50,8 @@ TASK_KEYS = {
     "progress",
     "progress_message",
     "version",
+    # Beyond the reference (issue 13).
+    "attempt",
 }
 
 
@@ -650,21 +652,25 @@ async def test_deleting_a_worker_fails_its_tasks_and_soft_deletes_orphan_jobs(ap
 
     assert (await api.request("DELETE", f"/workers/{worker}")).status_code == 204
 
-    for task_id in (claimed["id"], running["id"]):
-        task = await api.task(task_id)
-        assert task["status"] == "failed"
-        assert task["error"] == "Worker disconnected"
-        assert task["completed_at"] is not None
+    task = await api.task(running["id"])
+    assert task["status"] == "failed"
+    assert task["error"] == "Worker disconnected"
+    assert task["completed_at"] is not None
+    # Claimed but never started: it goes back to its queue (issue 13), using no attempt.
+    task = await api.task(claimed["id"])
+    assert task["status"] == "pending"
+    assert task["worker_id"] is None
+    assert task["attempt"] == 1
     assert (await api.task(done["id"]))["status"] == "completed"
     assert (await api.task(waiting["id"]))["status"] == "pending"
 
     page = (await api.request("GET", f"/rooms/{room}/jobs", params={"limit": 500})).json()
     listed = {j["full_name"]: j for j in page["items"]}
-    assert busy not in listed and idle not in listed  # no worker, nothing pending
+    assert idle not in listed  # no worker, nothing pending
     assert listed[shared]["workers"] == [helper]
     assert listed[queued]["workers"] == []  # a pending task keeps it
-    for gone in (busy, idle):
-        assert_problem(await api.request("GET", f"/rooms/{room}/jobs/{gone}"), 404)
+    assert listed[busy]["workers"] == []  # so does the requeued one
+    assert_problem(await api.request("GET", f"/rooms/{room}/jobs/{idle}"), 404)
     workers = (await api.request("GET", "/workers", params={"limit": 500})).json()["items"]
     assert worker not in {w["id"] for w in workers}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from joblib_app.client import ApiError, JobManager, ServerUnreachable
 from tests.client.conftest import ALICE, make_server
-from tests.client.jobs import Echo
+from tests.client.jobs import Echo, Gate
 from tests.client.processes import WorkerProcess, wait_until
 from tests.server import ServerProcess, free_port
 
@@ -51,6 +52,34 @@ def test_worker_carries_on_after_server_restart(
             raise AssertionError(worker.output) from exc
         task = client.wait_for_task(task_id, timeout=20)
     assert task["status"] == "completed", (task, worker.output)
+    assert worker.process.poll() is None, worker.output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_task_in_flight_completes_across_a_server_restart(
+    own_server: ServerProcess, spawn_worker: Spawn, room: str, tmp_path: Path, sig: int
+) -> None:
+    """Issue 13: the server restarts while the worker runs a task. The worker keeps its id
+    (the server still knows it: a shutdown cleans up no worker) and the task completes."""
+    worker = spawn_worker("--url", own_server.base, "--room", room)
+    worker_id = worker.ready()
+    started, release = tmp_path / "started", tmp_path / "release"
+    with JobManager(own_server.base, token=ALICE, use_socketio=False) as client:
+        task_id = client.submit(
+            Gate(started_path=str(started), release_path=str(release)), room, job_room=room
+        )
+        wait_until(started.exists, 15, what="task started")
+
+    own_server.stop(sig)
+    own_server.start()
+    release.touch()
+
+    with JobManager(own_server.base, token=ALICE, use_socketio=False) as client:
+        task = client.wait_for_task(task_id, timeout=20)
+    assert task["status"] == "completed", (task, worker.output)
+    assert task["worker_id"] == worker_id
+    assert task["attempt"] == 1
+    assert "Re-registered" not in worker.output, worker.output
     assert worker.process.poll() is None, worker.output
 
 

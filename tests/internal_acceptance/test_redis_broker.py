@@ -21,7 +21,7 @@ from tests.internal_acceptance.conftest import (
     wait_terminal,
 )
 from tests.internal_acceptance.workers import TaskiqWorker
-from tests.internal_jobs import EXPLODE, GREET, WAIT
+from tests.internal_jobs import EXPLODE, GREET, SLEEP, WAIT
 from tests.server import ServerProcess, free_port
 
 
@@ -96,6 +96,24 @@ async def test_worker_process_reports_failure(
     assert final["error"] == "RuntimeError: kaboom"
     await events.wait_for_status(task["id"], "failed")
     assert events.statuses(task["id"]) == ["claimed", "running", "failed"]
+
+
+async def test_worker_process_runs_a_30_second_task(
+    server: ServerProcess, worker: TaskiqWorker, http: httpx.AsyncClient
+) -> None:
+    """Longer than redis-py 8's 5 s socket timeout, which killed taskiq-redis's idle
+    ``BRPOP`` and the task with it (issue 10, item 13)."""
+    room = new_room()
+
+    task = (await submit(http, room, SLEEP, {"seconds": 30})).json()
+
+    final = await wait_terminal(http, task["id"], within=60)
+    assert final["status"] == "completed", (final, worker.output)
+    started = datetime.fromisoformat(final["started_at"])
+    assert (datetime.fromisoformat(final["completed_at"]) - started).total_seconds() >= 30
+    assert "Timeout reading" not in worker.output
+    assert "TimeoutError" not in worker.output
+    assert worker.process.poll() is None
 
 
 async def test_worker_process_drains_a_burst(worker: TaskiqWorker, http: httpx.AsyncClient) -> None:

@@ -13,8 +13,17 @@ from tests.server import ServerProcess
 MOUNTS = ["/v1/joblib", "/api/x/jobs"]
 
 
+# A dropped connection's workers are cleaned up after this (the default 10 s would make
+# the tests of that cleanup slow).
+RECONNECT_GRACE = {"ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2"}
+
+
 def sqlite_env(workdir: Path, **extra: str) -> dict[str, str]:
-    return {"JOBLIB_TEST_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'joblib.db'}", **extra}
+    return {
+        "JOBLIB_TEST_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'joblib.db'}",
+        **RECONNECT_GRACE,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module", params=MOUNTS, ids=["v1-joblib", "api-x-jobs"])

@@ -153,14 +153,14 @@ async def test_a_failing_cycle_is_logged_and_the_next_one_runs(
     stop = asyncio.Event()
     cycles: list[int] = []
 
-    async def flaky_sweep(ctx: Any) -> None:
+    async def flaky_sweep(ctx: Any, **_: Any) -> None:
         cycles.append(len(cycles))
         if len(cycles) == 1:
             raise RuntimeError("database went away")
         stop.set()
 
     monkeypatch.setattr(sweeper, "sweep_once", flaky_sweep)
-    ctx = SimpleNamespace(settings=SimpleNamespace(sweeper_interval_seconds=0.01))
+    ctx = SimpleNamespace(settings=JobLibSettings(sweeper_interval_seconds=0.01))
     with caplog.at_level(logging.ERROR, logger="joblib_app.sweeper"):
         await asyncio.wait_for(sweeper.run_sweeper(ctx, stop), timeout=5)  # type: ignore[arg-type]
     assert cycles == [0, 1]

@@ -1,0 +1,60 @@
+"""Telling a lost database connection from every other database error.
+
+PostgreSQL connections die under a running server: ``pg_terminate_backend``, a failover,
+a network cut, or a connection left mid-operation by a cancelled request (asyncpg then
+says "another operation is in progress"). Such a request did nothing wrong: a read is
+retried once, anything else answers ``503`` with ``Retry-After`` (see the routes).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+from joblib_app.problems import ProblemError
+
+# asyncpg's classes, by name: the driver is an optional dependency.
+_LOST = frozenset(
+    {
+        "AdminShutdownError",
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "CrashShutdownError",
+    }
+)
+_LOST_MESSAGES = (
+    "another operation is in progress",
+    "connection is closed",
+    "connection was closed",
+)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database connection was lost."""
+    current: BaseException | None = exc
+    for _ in range(6):
+        if current is None:
+            return False
+        if isinstance(current, DisconnectionError):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if any(cls.__name__ in _LOST for cls in type(current).__mro__):
+            return True
+        if isinstance(current, ConnectionError):
+            return True
+        message = str(current).lower()
+        if any(text in message for text in _LOST_MESSAGES):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def database_unavailable() -> ProblemError:
+    """``503 database-unavailable`` with ``Retry-After: 1``."""
+    return ProblemError(
+        503,
+        "database-unavailable",
+        "The database connection was lost; retry the request",
+        headers={"Retry-After": "1"},
+    )
