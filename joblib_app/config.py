@@ -22,6 +22,7 @@ Authenticate = Callable[[HTTPConnection], Awaitable[Principal | None]]
 WritableRoomGuard = Callable[[Principal, str], Awaitable[None]]
 ReadableRoomGuard = Callable[[Principal, str], Awaitable[bool]]
 RoomsCleanedHook = Callable[[list[str]], Awaitable[None]]
+MetricsAccess = Callable[[HTTPConnection], Awaitable[bool]]
 InternalExecutor = Callable[[type["Extension"], dict[str, Any], str, str], Awaitable[None]]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./joblib.db"
@@ -56,6 +57,9 @@ class JoblibConfig:
             server process, writing to the database).
         settings: tunables; default reads the environment and ``pyproject.toml``.
         socketio_cors_allowed_origins: passed to python-socketio.
+        metrics_access: async ``(HTTPConnection) -> bool`` that may open ``/metrics`` to a
+            request besides a superuser's (a scraper's token, a trusted network); default:
+            superusers only.
     """
 
     authenticate: Authenticate
@@ -72,3 +76,4 @@ class JoblibConfig:
     executor: InternalExecutor | None = None
     settings: JobLibSettings = field(default_factory=JobLibSettings)
     socketio_cors_allowed_origins: str | list[str] = "*"
+    metrics_access: MetricsAccess | None = None

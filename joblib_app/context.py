@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,9 @@ class AppContext:
     # Ids of the internal tasks this process is running itself (``database_executor``).
     running_internal: set[str] = field(default_factory=set)
     extras: dict[str, Any] = field(default_factory=dict)
+    # Called with every committed outbox, in this process, before it is sent (metrics,
+    # dashboard wake-ups); each must be cheap and must not raise.
+    dispatch_hooks: list[Callable[[Outbox], None]] = field(default_factory=list)
 
     async def dispatch(self, outbox: Outbox) -> None:
         """Send what a committed transaction collected: Socket.IO events, then wake-ups.
@@ -42,6 +46,8 @@ class AppContext:
         The change is already committed, so a failure here is logged and not raised: the
         client's request succeeded, and waiters have their database re-check.
         """
+        for hook in self.dispatch_hooks:
+            hook(outbox)
         for name, payload, room in outbox.events:
             try:
                 await self.sio.emit(name, payload, room=room)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +43,16 @@ class JobLibSettings(BaseSettings):
     redis_operation_timeout_seconds: float = 2.0
     # How long shutdown waits for internal tasks running inside the server process.
     internal_shutdown_grace_seconds: float = 10.0
+    # Terminal tasks older than this (by ``completed_at``) are deleted by the sweeper;
+    # ``None`` keeps every task.
+    task_retention_seconds: float | None = Field(default=None, gt=0)
+    # Rows one retention statement deletes: each batch is a short write of its own.
+    task_retention_batch_size: int = Field(default=500, gt=0)
+    # How often a process adds its task timings to the shared Redis histograms.
+    metrics_flush_seconds: float = 0.5
+    # A dashboard stream re-reads the database at least this often (changes made by other
+    # processes, heartbeats going stale); changes in its own process wake it at once.
+    dashboard_refresh_seconds: float = 0.5
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ from joblib_app.cleanup import cleanup_workers
 from joblib_app.context import AppContext
 from joblib_app.models import utcnow
 from joblib_app.realtime.events import Outbox
+from joblib_app.retention import delete_finished_tasks
 from joblib_app.store import tasks, workers
 from joblib_app.views import record_task_change
 
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 class SweepReport:
     workers_removed: int
     internal_tasks_failed: int
+    tasks_deleted: int = 0
 
 
 async def sweep_once(ctx: AppContext) -> SweepReport:
@@ -51,7 +53,21 @@ async def sweep_once(ctx: AppContext) -> SweepReport:
             record_task_change(outbox, row, {})
         await ctx.dispatch(outbox)
         logger.warning("Sweeper failed %d stuck internal task(s)", len(stuck))
-    return SweepReport(workers_removed=len(removed), internal_tasks_failed=len(stuck))
+    deleted = 0
+    if settings.task_retention_seconds is not None:
+        retention_cutoff = now - timedelta(seconds=settings.task_retention_seconds)
+        deleted = await delete_finished_tasks(
+            ctx, retention_cutoff, batch_size=settings.task_retention_batch_size
+        )
+        if deleted:
+            logger.info(
+                "Sweeper deleted %d task(s) finished more than %g s ago",
+                deleted,
+                settings.task_retention_seconds,
+            )
+    return SweepReport(
+        workers_removed=len(removed), internal_tasks_failed=len(stuck), tasks_deleted=deleted
+    )
 
 
 async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:

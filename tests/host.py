@@ -9,9 +9,11 @@ JOBLIB_TEST_INTERNAL       "1" registers the internal test extensions
 JOBLIB_TEST_BROKER_REDIS   with a Redis URL: taskiq ListQueueBroker on that Redis
 JOBLIB_TEST_READ_GUARD     "1": can_read_room lets only superusers follow rooms named secret-*
 JOBLIB_TEST_ROOMS_CLEANED_LOG  a file path: on_rooms_cleaned appends each room id to it, one a line
+JOBLIB_TEST_METRICS_TOKEN  a bearer token that may read /metrics (a scraper's)
 ZNDRAW_JOBLIB_*            settings
 
-Tokens: ``admin`` (superuser), and any ``user:<name>`` token is the principal <name>.
+Tokens: ``admin`` (superuser), and any ``user:<name>`` token is the principal <name>, sent
+as a bearer header or as the ``joblib_token`` cookie (a browser's).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 
 
 async def authenticate(conn: HTTPConnection) -> Principal | None:
-    token = bearer_token(conn)
+    token = bearer_token(conn) or conn.cookies.get("joblib_token")
     if token == "admin":
         return Principal("admin", is_superuser=True)
     if token and token.startswith("user:") and len(token) > 5:
@@ -40,6 +42,10 @@ async def authenticate(conn: HTTPConnection) -> Principal | None:
 
 async def can_read_room(principal: Principal, room_id: str) -> bool:
     return principal.is_superuser or not room_id.startswith("secret-")
+
+
+async def metrics_access(conn: HTTPConnection) -> bool:
+    return bearer_token(conn) == os.environ["JOBLIB_TEST_METRICS_TOKEN"]
 
 
 def _append_rooms(room_ids: list[str]) -> None:
@@ -81,6 +87,7 @@ joblib = create_joblib_app(
         on_rooms_cleaned=(
             log_rooms_cleaned if os.environ.get("JOBLIB_TEST_ROOMS_CLEANED_LOG") else None
         ),
+        metrics_access=metrics_access if os.environ.get("JOBLIB_TEST_METRICS_TOKEN") else None,
     )
 )
 use_lifespan = os.environ.get("JOBLIB_TEST_LIFESPAN", "1") == "1"
