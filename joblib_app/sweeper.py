@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -56,14 +57,16 @@ async def sweep_once(ctx: AppContext) -> SweepReport:
     deleted = 0
     if settings.task_retention_seconds is not None:
         retention_cutoff = now - timedelta(seconds=settings.task_retention_seconds)
+        began = time.monotonic()
         deleted = await delete_finished_tasks(
             ctx, retention_cutoff, batch_size=settings.task_retention_batch_size
         )
         if deleted:
             logger.info(
-                "Sweeper deleted %d task(s) finished more than %g s ago",
+                "Sweeper deleted %d task(s) finished more than %g s ago, in %.2f s",
                 deleted,
                 settings.task_retention_seconds,
+                time.monotonic() - began,
             )
     return SweepReport(
         workers_removed=len(removed), internal_tasks_failed=len(stuck), tasks_deleted=deleted
