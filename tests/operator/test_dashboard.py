@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from tests.acceptance.support import (
     ADMIN,
@@ -100,11 +100,11 @@ def open_dashboard(
     return page
 
 
-def task_row(page: Page, task_id: str):
+def task_row(page: Page, task_id: str) -> Locator:
     return page.locator(f'#tasks tr[data-task-id="{task_id}"]')
 
 
-def shows_within(locator, name: str, value: str, bound: float = LIVE_BOUND) -> None:
+def shows_within(locator: Locator, name: str, value: str, bound: float = LIVE_BOUND) -> None:
     """The attribute reaches ``value`` within ``bound`` seconds of the change just made."""
     expect(locator).to_have_attribute(name, value, timeout=bound * 1000)
 
