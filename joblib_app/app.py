@@ -26,9 +26,11 @@ from joblib_app.api.task_routes import TASK_ROUTES
 from joblib_app.body_limit import BodySizeLimit
 from joblib_app.config import JoblibConfig
 from joblib_app.context import AppContext
+from joblib_app.dashboard import DashboardHub, install_dashboard
 from joblib_app.internal.dispatch import ensure_internal_jobs
 from joblib_app.internal.executor import database_executor
 from joblib_app.internal.registry import InternalRegistry, register_internal_tasks
+from joblib_app.metrics import TaskTimings, metrics_endpoint
 from joblib_app.models import TaskStatus
 from joblib_app.problems import ProblemError, install_problem_handlers
 from joblib_app.providers.backend import ResultBackend
@@ -102,6 +104,16 @@ class JoblibApp:
         if config.redis_url:
             self.context.sender = BackgroundSender(settings.redis_operation_timeout_seconds)
         self.context.internal = self._register_internal_jobs()
+        self.timings = TaskTimings(
+            redis_url=config.redis_url,
+            key_prefix=prefix,
+            operation_timeout=settings.redis_operation_timeout_seconds,
+            flush_seconds=settings.metrics_flush_seconds,
+        )
+        self.context.extras["task_timings"] = self.timings
+        self.context.dispatch_hooks.append(self.timings.observe)
+        self.dashboard = DashboardHub()
+        self.context.dispatch_hooks.append(self.dashboard.changed)
         install_handlers(self.sio, lambda: self.context)
 
         # No trailing-slash redirects: Starlette builds their Location from the request's
@@ -123,6 +135,8 @@ class JoblibApp:
             for r in module.router.routes
             if isinstance(r, Route)
         ]
+        self.api.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+        install_dashboard(self.api, self.dashboard)
         # Mounted inside the sub-app, engine.io answers at <mount>/socket.io/ whatever the
         # host's mount path and root path are.
         self.api.mount("/socket.io", socketio.ASGIApp(self.sio, socketio_path=None))
@@ -201,6 +215,7 @@ class JoblibApp:
             if ctx.internal is not None:
                 await self.broker.startup()
                 await ensure_internal_jobs(ctx, ctx.internal)
+            await self.timings.start()
             self._sweeper_stop = asyncio.Event()
             self._sweeper_task = asyncio.create_task(
                 run_sweeper(ctx, self._sweeper_stop), name="joblib-sweeper"
@@ -227,6 +242,7 @@ class JoblibApp:
             if isinstance(self.broker, InMemoryBroker):
                 await self._finish_in_process_tasks()
             await self.broker.shutdown()
+        await self.timings.stop()
         close_backend = getattr(ctx.result_backend, "close", None)
         if close_backend is not None:
             await close_backend()

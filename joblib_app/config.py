@@ -23,6 +23,7 @@ WritableRoomGuard = Callable[[Principal, str], Awaitable[None]]
 ReadableRoomGuard = Callable[[Principal, str], Awaitable[bool]]
 JobServeGuard = Callable[[Principal, str, str], Awaitable[bool]]
 RoomsCleanedHook = Callable[[list[str]], Awaitable[None]]
+MetricsAccess = Callable[[HTTPConnection], Awaitable[bool]]
 InternalExecutor = Callable[[type["Extension"], dict[str, Any], str, str], Awaitable[None]]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./joblib.db"
@@ -63,6 +64,9 @@ class JoblibConfig:
             ``"*"``). Default ``None``: same origin only.
         can_serve_job: async ``(principal, room_id, job_full_name) -> bool`` deciding who
             may register a worker for a job (``403`` if not); default: anyone.
+        metrics_access: async ``(HTTPConnection) -> bool`` that may open ``/metrics`` to a
+            request besides a superuser's (a scraper's token, a trusted network); default:
+            superusers only.
     """
 
     authenticate: Authenticate
@@ -80,3 +84,4 @@ class JoblibConfig:
     settings: JobLibSettings = field(default_factory=JobLibSettings)
     socketio_cors_allowed_origins: str | list[str] | None = None
     can_serve_job: JobServeGuard | None = None
+    metrics_access: MetricsAccess | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ class AppContext:
     # With Redis: sends events and notifications off the request (see realtime.redis_guard).
     sender: BackgroundSender | None = None
     reconnects: ReconnectGrace = field(default_factory=_reconnect_grace)
+    # Called with every committed outbox, in this process, before it is sent (metrics,
+    # dashboard wake-ups); each must be cheap and must not raise.
+    dispatch_hooks: list[Callable[[Outbox], None]] = field(default_factory=list)
 
     async def dispatch(self, outbox: Outbox) -> None:
         """Send what a committed transaction collected: Socket.IO events, then wake-ups.
@@ -59,6 +63,8 @@ class AppContext:
         client's request succeeded, and waiters have their database re-check. With Redis,
         both are queued for the background sender: a hung Redis never delays the request.
         """
+        for hook in self.dispatch_hooks:
+            hook(outbox)
         if self.sender is not None:
             publish = getattr(self.notifier, "publish_or_raise", self.notifier.publish)
             for name, payload, room in outbox.events:

@@ -123,6 +123,13 @@ class Task(SQLModel, table=True):
             sqlite_where=text("status IN ('claimed', 'running')"),
             postgresql_where=text("status IN ('claimed', 'running')"),
         ),
+        # Retention: the oldest finished tasks first.
+        Index(
+            "ix_joblib_task_finished",
+            "completed_at",
+            sqlite_where=text("status IN ('cancelled', 'completed', 'failed')"),
+            postgresql_where=text("status IN ('cancelled', 'completed', 'failed')"),
+        ),
     )
 
     seq: int | None = Field(

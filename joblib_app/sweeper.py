@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +13,7 @@ from joblib_app.context import AppContext
 from joblib_app.leases import announce_pending, requeue_expired_claims
 from joblib_app.models import utcnow
 from joblib_app.realtime.events import Outbox
+from joblib_app.retention import delete_finished_tasks
 from joblib_app.store import tasks, workers
 from joblib_app.views import record_task_change
 
@@ -23,6 +25,7 @@ class SweepReport:
     workers_removed: int
     internal_tasks_failed: int
     claims_requeued: int = 0
+    tasks_deleted: int = 0
 
 
 async def sweep_once(ctx: AppContext, *, judge_workers: bool = True) -> SweepReport:
@@ -60,10 +63,25 @@ async def sweep_once(ctx: AppContext, *, judge_workers: bool = True) -> SweepRep
         logger.warning("Sweeper failed %d stuck internal task(s)", len(stuck))
     requeued = await requeue_expired_claims(ctx, now)
     await time_out_runs(ctx, now)
+    deleted = 0
+    if settings.task_retention_seconds is not None:
+        retention_cutoff = now - timedelta(seconds=settings.task_retention_seconds)
+        began = time.monotonic()
+        deleted = await delete_finished_tasks(
+            ctx, retention_cutoff, batch_size=settings.task_retention_batch_size
+        )
+        if deleted:
+            logger.info(
+                "Sweeper deleted %d task(s) finished more than %g s ago, in %.2f s",
+                deleted,
+                settings.task_retention_seconds,
+                time.monotonic() - began,
+            )
     return SweepReport(
         workers_removed=len(removed),
         internal_tasks_failed=len(stuck),
         claims_requeued=len(requeued),
+        tasks_deleted=deleted,
     )
 
 

@@ -15,9 +15,11 @@ JOBLIB_TEST_SCOPE_AUTH     "1": a middleware puts the ``X-Test-User`` header int
 JOBLIB_TEST_SERVE_GUARD    "1": can_serve_job lets only <user> (or a superuser) serve jobs of
                            rooms named private-<user>-*
 JOBLIB_TEST_SIO_ORIGINS    JSON: socketio_cors_allowed_origins
+JOBLIB_TEST_METRICS_TOKEN  a bearer token that may read /metrics (a scraper's)
 ZNDRAW_JOBLIB_*            settings
 
-Tokens: ``admin`` (superuser), and any ``user:<name>`` token is the principal <name>.
+Tokens: ``admin`` (superuser), and any ``user:<name>`` token is the principal <name>, sent
+as a bearer header or as the ``joblib_token`` cookie (a browser's).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ async def authenticate(conn: HTTPConnection) -> Principal | None:
     scope_user = conn.scope.get("user") if SCOPE_AUTH else None
     if isinstance(scope_user, str) and scope_user:
         return Principal(scope_user, is_superuser=scope_user == "admin")
-    token = bearer_token(conn)
+    token = bearer_token(conn) or conn.cookies.get("joblib_token")
     if token == "admin":
         return Principal("admin", is_superuser=True)
     if token and token.startswith("user:") and len(token) > 5:
@@ -73,6 +75,10 @@ class ScopeUser:
                 if name == b"x-test-user":
                     scope = {**scope, "user": value.decode("latin-1")}
         await self.app(scope, receive, send)
+
+
+async def metrics_access(conn: HTTPConnection) -> bool:
+    return bearer_token(conn) == os.environ["JOBLIB_TEST_METRICS_TOKEN"]
 
 
 def _append_rooms(room_ids: list[str]) -> None:
@@ -118,6 +124,7 @@ joblib = create_joblib_app(
         ),
         can_serve_job=can_serve_job if os.environ.get("JOBLIB_TEST_SERVE_GUARD") == "1" else None,
         socketio_cors_allowed_origins=json.loads(sio_origins) if sio_origins else None,
+        metrics_access=metrics_access if os.environ.get("JOBLIB_TEST_METRICS_TOKEN") else None,
     )
 )
 use_lifespan = os.environ.get("JOBLIB_TEST_LIFESPAN", "1") == "1"
