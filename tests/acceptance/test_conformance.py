@@ -97,7 +97,10 @@ async def test_a_superuser_overwrites_another_users_provider(api: Api) -> None:
     assert info.json()["schema"] == {"v": 2}
     # The registration is the superuser's now: its old owner no longer uploads to it.
     assert_problem(await upload(api, provider["id"], ALICE, HASH), 403, "forbidden")
-    assert (await upload(api, provider["id"], ADMIN, HASH)).status_code == 204
+    # The superuser passes the owner check; only the pending-read rule (issue 11) is left.
+    assert_problem(
+        await upload(api, provider["id"], ADMIN, HASH), 409, "provider-request-not-pending"
+    )
 
 
 async def test_preference_applied_only_when_the_task_read_waited(api: Api) -> None:
