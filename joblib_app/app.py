@@ -151,6 +151,7 @@ class JoblibApp:
         self._sweeper_stop: asyncio.Event | None = None
         self._sweeper_task: asyncio.Task[None] | None = None
         self._shutdown_signals = ShutdownSignals(self.context)
+        self._first_use_logged = False
 
     def _register_internal_jobs(self) -> InternalRegistry | None:
         if not self.config.internal_jobs:
@@ -302,6 +303,11 @@ class JoblibApp:
             await self.shutdown()
 
     async def _start_on_first_use(self) -> None:
+        # Concurrent first requests all get here: say it once.
+        if self._first_use_logged:
+            await self.startup()
+            return
+        self._first_use_logged = True
         logger.warning(
             "joblib-app is starting on its first request because the host did not run its "
             "lifespan; pass lifespan=joblib.lifespan to the host app to start at boot and "
