@@ -25,6 +25,7 @@ from joblib_app.views import record_task_change
 # The targets that take a task out of pending. A worker's claim (``claim_next``) needs no
 # check: the claiming worker serves the job, as the claim statement itself requires.
 _LEAVES_PENDING = frozenset({TaskStatus.CLAIMED, TaskStatus.CANCELLED})
+_PENDING_TARGETS = frozenset({TaskStatus.PENDING, TaskStatus.CANCELLED})
 
 
 async def read_task(ctx: AppContext, task_id: str) -> tuple[Row, dict[int, int]]:
@@ -117,9 +118,10 @@ async def set_task_status(
                 row = await tasks.get_task_with_owner(conn, task_id)
                 if row is None:
                     raise task_not_found(task_id)
-                if row.status == TaskStatus.PENDING.value and target is not TaskStatus.CANCELLED:
+                if row.status == TaskStatus.PENDING.value and target not in _PENDING_TARGETS:
                     # A pending task has no claimer to check against (its lease expired, or
-                    # it was never claimed): the answer is the transition's, 409.
+                    # it was never claimed): the answer is the transition's, 409. Pending
+                    # itself is the same-status update, answered below.
                     check_transition(TaskStatus(row.status), target)
                 if actor is not None and not may_update(actor, row, target):
                     raise forbidden(
