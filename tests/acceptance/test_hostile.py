@@ -64,6 +64,8 @@ SETTINGS = {
     "ZNDRAW_JOBLIB_MAX_JSON_DEPTH": str(MAX_DEPTH),
     "ZNDRAW_JOBLIB_ALLOWED_PROVIDER_CATEGORIES": "null",
     "ZNDRAW_JOBLIB_WORKER_TIMEOUT_SECONDS": "3600",
+    # A real disconnect cleans up after the reconnect grace (issue 13): short here.
+    "ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2",
     # Room for deep and long bodies; the chunked-body test sends more than this.
     "ZNDRAW_JOBLIB_MAX_REQUEST_BODY_BYTES": str(BODY_LIMIT),
 }
