@@ -174,6 +174,10 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc, BodyTooLargeError):
         return problem_error_response(exc.problem, request.url.path)
+    if isinstance(exc.__cause__, RecursionError):
+        # FastAPI's body parse hit Python's stack: JSON nested far past any depth bound.
+        error = {"loc": ["body"], "msg": "JSON nested too deeply", "type": "value_error"}
+        return problem_error_response(validation_problem([error]), request.url.path)
     kind = _kind_for_status(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return problem_response(

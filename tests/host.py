@@ -123,8 +123,9 @@ joblib = create_joblib_app(
             log_rooms_cleaned if os.environ.get("JOBLIB_TEST_ROOMS_CLEANED_LOG") else None
         ),
         can_serve_job=can_serve_job if os.environ.get("JOBLIB_TEST_SERVE_GUARD") == "1" else None,
-        socketio_cors_allowed_origins=json.loads(sio_origins) if sio_origins else None,
         metrics_access=metrics_access if os.environ.get("JOBLIB_TEST_METRICS_TOKEN") else None,
+        # Only when asked: without it the config's default is what is served.
+        **({"socketio_cors_allowed_origins": json.loads(sio_origins)} if sio_origins else {}),
     )
 )
 use_lifespan = os.environ.get("JOBLIB_TEST_LIFESPAN", "1") == "1"

@@ -73,7 +73,12 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            # __exit__ never runs when __enter__ raises: do not leave the server behind.
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:

@@ -70,6 +70,18 @@ def assert_problem(response: httpx.Response, status: int, kind: str | None = Non
     return body
 
 
+async def ask_pending(
+    api: BaseApi[Any], room: str, full_name: str, params: Mapping[str, str]
+) -> str:
+    """Read ``params`` once with no wait (``504``: nobody answers), so that the server
+    expects an upload for that request; its request hash."""
+    response = await api.request(
+        "GET", f"/rooms/{room}/providers/{full_name}", params=params, headers={"Prefer": "wait=0"}
+    )
+    assert_problem(response, 504, "provider-timeout")
+    return request_hash(params)[1]
+
+
 async def wait_until(
     condition: Callable[[], bool], within: float = 10.0, what: str = "condition"
 ) -> None:

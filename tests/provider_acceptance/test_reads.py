@@ -16,6 +16,7 @@ from tests.provider_acceptance.support import (
     Api,
     FakeProvider,
     Frontend,
+    ask_pending,
     assert_problem,
     new_room,
     request_hash,
@@ -168,7 +169,7 @@ async def test_a_waiting_read_is_woken_by_the_upload(api: Api) -> None:
 async def test_a_superuser_may_upload_for_any_provider(api: Api) -> None:
     room = new_room()
     provider = await api.register(room, unique())
-    _, digest = request_hash({"by": "admin"})
+    digest = await ask_pending(api, room, provider["full_name"], {"by": "admin"})
     response = await api.upload(provider["id"], digest, b"[1,2,3]", ADMIN)
     assert response.status_code == 204, response.text
     read = await api.read(room, provider["full_name"], {"by": "admin"}, wait=0)
@@ -178,7 +179,7 @@ async def test_a_superuser_may_upload_for_any_provider(api: Api) -> None:
 
 async def _cached(api: Api, room: str, provider: dict, params: dict, data: bytes) -> None:
     """Store a result for ``params`` and read it back as a cache hit."""
-    _, digest = request_hash(params)
+    digest = await ask_pending(api, room, provider["full_name"], params)
     assert (await api.upload(provider["id"], digest, data)).status_code == 204
     hit = await api.read(room, provider["full_name"], params, wait=0)
     assert hit.status_code == 200 and hit.content == data, hit.text

@@ -10,7 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from joblib_app.providers.backend import ResultBackend, ResultBackendUnavailable
+from joblib_app.providers.backend import (
+    ResultBackend,
+    ResultBackendUnavailable,
+    ResultTooLargeError,
+)
 from joblib_app.providers.memory import InMemoryResultBackend
 from joblib_app.providers.redis_backend import RedisResultBackend
 
@@ -287,3 +291,32 @@ def test_redis_backend_rejects_decoding_client() -> None:
     client = aioredis.Redis(decode_responses=True)
     with pytest.raises(ValueError, match="decode"):
         RedisResultBackend(client=client)
+
+
+async def test_memory_backend_evicts_the_oldest_past_its_bound() -> None:
+    memory = InMemoryResultBackend(max_bytes=100)
+    for index in range(5):
+        await memory.store(f"k{index}", bytes(30), 60)
+    assert memory.stored_bytes <= 100
+    assert await memory.get("k0") is None and await memory.get("k1") is None
+    assert await memory.get("k4") == bytes(30)
+    # A rewrite is a new write: the rewritten key is the last to go.
+    await memory.store("k2", bytes(30), 60)
+    await memory.store("k5", bytes(30), 60)
+    assert await memory.get("k2") is not None and await memory.get("k3") is None
+    with pytest.raises(ResultTooLargeError):
+        await memory.store("huge", bytes(101), 60)
+
+
+async def test_memory_backend_frees_expired_values_without_later_writes() -> None:
+    memory = InMemoryResultBackend(max_bytes=1000, sweep_seconds=0.05)
+    await memory.start()
+    try:
+        await memory.store("k", bytes(500), 1)
+        assert memory.stored_bytes == 500
+        deadline = time.monotonic() + 5
+        while memory.stored_bytes:
+            assert time.monotonic() < deadline, "an expired value was kept"
+            await asyncio.sleep(0.05)
+    finally:
+        await memory.close()
