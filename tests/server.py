@@ -66,7 +66,12 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            # A server that never got ready is not left running after the failed test.
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
