@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 30.0
+STARTUP_TIMEOUT = 60.0
 
 
 def free_port() -> int:
