@@ -16,6 +16,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from joblib_app.providers.backend import ResultBackendUnavailable
 from joblib_app.realtime.notifier import RedisNotifier
 
+_MAX_CONNECTIONS = 100
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -55,12 +57,20 @@ class RedisResultBackend:
         if client is not None and client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the Redis client must not decode responses: values are bytes")
         self._owns_client = client is None
-        self._client: aioredis.Redis = client or aioredis.Redis.from_url(
-            redis_url,
-            socket_connect_timeout=operation_timeout,
-            socket_timeout=operation_timeout,
-            # One quick retry heals a pooled connection that went stale across a Redis restart.
-            retry=Retry(NoBackoff(), 1),
+        self._client: aioredis.Redis = client or aioredis.Redis.from_pool(
+            # The client owns the pool (closed with it). A burst of reads (a few short
+            # commands each, twice over while one waits for a result or a problem) waits for
+            # a pooled connection instead of failing with "Too many connections", as
+            # redis-py's default pool does past 100.
+            aioredis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=operation_timeout,
+                socket_connect_timeout=operation_timeout,
+                socket_timeout=operation_timeout,
+                # One quick retry heals a pooled connection gone stale across a Redis restart.
+                retry=Retry(NoBackoff(), 1),
+            )
         )
         self._prefix = key_prefix
         self._timeout = operation_timeout

@@ -209,11 +209,17 @@ async def test_a_forged_disconnect_runs_no_cleanup(api: Api, hostile: Hostile) -
         assert (await api.task(task["id"], ALICE))["status"] == "claimed"
     finally:
         await alice.disconnect()
-    # A real disconnect still cleans up (after the reconnect grace, if any).
+    # A real disconnect still cleans up, after the reconnect grace. Watched through the
+    # room's worker list: a heartbeat would be a sign of life that spares the worker.
     deadline = time.monotonic() + 10
-    while (await api.request("PATCH", f"/workers/{worker}", ALICE)).status_code != 404:
+    while True:
+        listed = await api.request("GET", f"/rooms/{room}/workers", ALICE)
+        if worker not in [item["id"] for item in listed.json()["items"]]:
+            break
         assert time.monotonic() < deadline, "a real disconnect did not clean the worker up"
         await asyncio.sleep(0.05)
+    # Claimed but never started: back in the queue, not failed (issue 13).
+    assert (await api.task(task["id"], ALICE))["status"] == "pending"
 
 
 # --- item 2: the provider result cache --------------------------------------------------

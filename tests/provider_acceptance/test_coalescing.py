@@ -57,7 +57,9 @@ async def test_reads_racing_the_upload_never_dispatch_twice(api: Api) -> None:
     async with FakeProvider(api.server, provider, answer=echo) as fake:
         for params in waves:
             responses = await read_many(api, room, provider["full_name"], params)
-            assert [r.status_code for r in responses] == [200] * READS
+            assert [r.status_code for r in responses] == [200] * READS, [
+                r.text for r in responses if r.status_code != 200
+            ]
             assert {r.content for r in responses} == {echo({"params": json.dumps(params)})}
         sentinel = await api.read(room, provider["full_name"], {"sentinel": "1"}, wait=60)
         assert sentinel.status_code == 200, sentinel.text
