@@ -26,7 +26,7 @@ class SweepReport:
     tasks_deleted: int = 0
 
 
-async def sweep_once(ctx: AppContext) -> SweepReport:
+async def sweep_once(ctx: AppContext, stop: asyncio.Event | None = None) -> SweepReport:
     """One cycle. Safe to run from several processes at once: every change is conditional
     on the row's current state, so a task is failed once whoever sweeps first."""
     now = utcnow()
@@ -59,7 +59,7 @@ async def sweep_once(ctx: AppContext) -> SweepReport:
         retention_cutoff = now - timedelta(seconds=settings.task_retention_seconds)
         began = time.monotonic()
         deleted = await delete_finished_tasks(
-            ctx, retention_cutoff, batch_size=settings.task_retention_batch_size
+            ctx, retention_cutoff, batch_size=settings.task_retention_batch_size, stop=stop
         )
         if deleted:
             logger.info(
@@ -80,7 +80,7 @@ async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:
     logger.info("Sweeper running every %g s", interval)
     while not stop.is_set():
         try:
-            await sweep_once(ctx)
+            await sweep_once(ctx, stop)
         except Exception:
             logger.exception("Sweeper cycle failed; the next one runs in %g s", interval)
         try:
