@@ -17,6 +17,7 @@ from joblib_app.store import tasks, workers
 from joblib_app.views import record_task_change
 
 logger = logging.getLogger(__name__)
+SWEEPER_STOP = "sweeper_stop"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class SweepReport:
     tasks_deleted: int = 0
 
 
-async def sweep_once(ctx: AppContext, stop: asyncio.Event | None = None) -> SweepReport:
+async def sweep_once(ctx: AppContext) -> SweepReport:
     """One cycle. Safe to run from several processes at once: every change is conditional
     on the row's current state, so a task is failed once whoever sweeps first."""
     now = utcnow()
@@ -59,7 +60,11 @@ async def sweep_once(ctx: AppContext, stop: asyncio.Event | None = None) -> Swee
         retention_cutoff = now - timedelta(seconds=settings.task_retention_seconds)
         began = time.monotonic()
         deleted = await delete_finished_tasks(
-            ctx, retention_cutoff, batch_size=settings.task_retention_batch_size, stop=stop
+            ctx,
+            retention_cutoff,
+            batch_size=settings.task_retention_batch_size,
+            # Set by run_sweeper: a long deletion ends between two batches at shutdown.
+            stop=ctx.extras.get(SWEEPER_STOP),
         )
         if deleted:
             logger.info(
@@ -77,10 +82,11 @@ async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:
     """Sweep every ``sweeper_interval_seconds`` until ``stop`` is set; a failing cycle is
     logged and the next one runs."""
     interval = ctx.settings.sweeper_interval_seconds
+    ctx.extras[SWEEPER_STOP] = stop
     logger.info("Sweeper running every %g s", interval)
     while not stop.is_set():
         try:
-            await sweep_once(ctx, stop)
+            await sweep_once(ctx)
         except Exception:
             logger.exception("Sweeper cycle failed; the next one runs in %g s", interval)
         try:
