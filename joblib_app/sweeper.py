@@ -63,7 +63,7 @@ async def sweep_once(ctx: AppContext) -> SweepReport:
             ctx,
             retention_cutoff,
             batch_size=settings.task_retention_batch_size,
-            # Set by run_sweeper: a long deletion ends between two batches at shutdown.
+            # Set by the app's startup: a long deletion ends between two batches at shutdown.
             stop=ctx.extras.get(SWEEPER_STOP),
         )
         if deleted:
@@ -82,7 +82,6 @@ async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:
     """Sweep every ``sweeper_interval_seconds`` until ``stop`` is set; a failing cycle is
     logged and the next one runs."""
     interval = ctx.settings.sweeper_interval_seconds
-    ctx.extras[SWEEPER_STOP] = stop
     logger.info("Sweeper running every %g s", interval)
     while not stop.is_set():
         try:
