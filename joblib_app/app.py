@@ -40,7 +40,7 @@ from joblib_app.realtime.notifier import InProcessNotifier, Notifier, RedisNotif
 from joblib_app.realtime.redis_guard import BackgroundSender, BoundedRedisManager
 from joblib_app.realtime.socketio_server import create_socketio_server, install_handlers
 from joblib_app.store.database import Database
-from joblib_app.sweeper import run_sweeper
+from joblib_app.sweeper import SWEEPER_STOP, run_sweeper
 from joblib_app.task_changes import set_task_status
 
 logger = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ class JoblibApp:
                 await ensure_internal_jobs(ctx, ctx.internal)
             await self.timings.start()
             self._sweeper_stop = asyncio.Event()
+            ctx.extras[SWEEPER_STOP] = self._sweeper_stop
             self._sweeper_task = asyncio.create_task(
                 run_sweeper(ctx, self._sweeper_stop), name="joblib-sweeper"
             )

@@ -10,7 +10,7 @@ while a large backlog is deleted (on SQLite the statements run on the event loop
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, select
@@ -18,8 +18,6 @@ from sqlalchemy import bindparam, delete, select
 from joblib_app.context import AppContext
 from joblib_app.models import TERMINAL_STATUSES, UTCDateTime, task_table
 from joblib_app.store.tasks import status_is
-
-logger = logging.getLogger(__name__)
 
 _T = task_table.c
 IS_TERMINAL = status_is(_T.status, *sorted(s.value for s in TERMINAL_STATUSES))
@@ -35,18 +33,31 @@ _OLDEST_FINISHED = (
 _DELETE_BATCH = delete(task_table).where(_T.seq.in_(_OLDEST_FINISHED.scalar_subquery()))
 
 
-async def delete_finished_tasks(ctx: AppContext, cutoff: datetime, *, batch_size: int) -> int:
-    """Delete terminal tasks finished before ``cutoff``, a batch at a time; return how many."""
+async def delete_finished_tasks(
+    ctx: AppContext,
+    cutoff: datetime,
+    *,
+    batch_size: int,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Delete terminal tasks finished before ``cutoff``, a batch at a time; return how many.
+
+    Returns early once ``stop`` is set (shutdown), between two batches; the next sweep
+    carries on.
+    """
     deleted = 0
     loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
     while True:
         began = loop.time()
         async with ctx.db.write() as conn:
-            count = await conn.execute(_DELETE_BATCH, {"cutoff": cutoff, "batch": batch_size})
-            count = count.rowcount
-        deleted += count
-        if count < batch_size:
+            result = await conn.execute(_DELETE_BATCH, {"cutoff": cutoff, "batch": batch_size})
+        deleted += result.rowcount
+        if result.rowcount < batch_size:
             return deleted
         # Rest as long as the batch took: the sweep takes at most about half of the event
         # loop (SQLite) or of the database's time, and requests get the rest.
-        await asyncio.sleep(loop.time() - began)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), loop.time() - began)
+        if stop.is_set():
+            return deleted

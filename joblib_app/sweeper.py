@@ -18,6 +18,7 @@ from joblib_app.store import tasks, workers
 from joblib_app.views import record_task_change
 
 logger = logging.getLogger(__name__)
+SWEEPER_STOP = "sweeper_stop"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,11 @@ async def sweep_once(ctx: AppContext, *, judge_workers: bool = True) -> SweepRep
         retention_cutoff = now - timedelta(seconds=settings.task_retention_seconds)
         began = time.monotonic()
         deleted = await delete_finished_tasks(
-            ctx, retention_cutoff, batch_size=settings.task_retention_batch_size
+            ctx,
+            retention_cutoff,
+            batch_size=settings.task_retention_batch_size,
+            # Set by the app's startup: a long deletion ends between two batches at shutdown.
+            stop=ctx.extras.get(SWEEPER_STOP),
         )
         if deleted:
             logger.info(

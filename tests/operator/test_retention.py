@@ -1,9 +1,11 @@
 """Retention: the sweeper deletes 100,000 old finished tasks, in batches, on both databases,
-and nothing pending, claimed or running, nor anything finished recently."""
+and nothing pending, claimed or running, nor anything finished recently; a server stopped
+mid-sweep stops at once, and the next one carries on."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -29,6 +31,8 @@ RETENTION = 24 * 3600
 SWEEP_TIMEOUT = 180.0
 # The sweep must leave the event loop to requests between its batches.
 MAX_REQUEST_SECONDS = 1.0
+# A server stopped mid-sweep stops between two batches, not after the last one.
+MAX_STOP_SECONDS = 6.0
 
 
 @pytest.fixture(params=DATABASES)
@@ -58,6 +62,17 @@ async def test_retention_deletes_only_old_finished_tasks(url: str, tmp_path: Pat
         "ZNDRAW_JOBLIB_SWEEPER_INTERVAL_SECONDS": "0.5",
     }
     log = tmp_path / "server.log"
+    deadline = time.monotonic() + SWEEP_TIMEOUT
+    with ServerProcess(env, log_path=log) as first:
+        while await task_count(url) == OLD_TASKS + len(kept):
+            assert time.monotonic() < deadline, "the sweep never started"
+            await asyncio.sleep(0.05)
+        began = time.monotonic()
+        first.stop()
+        stopped_in = time.monotonic() - began
+    assert stopped_in < MAX_STOP_SECONDS, stopped_in
+    assert await task_count(url) > len(kept), "the sweep finished before the stop"
+
     with ServerProcess(env, log_path=log) as server:
         slowest = 0.0
         deadline = time.monotonic() + SWEEP_TIMEOUT
@@ -71,4 +86,5 @@ async def test_retention_deletes_only_old_finished_tasks(url: str, tmp_path: Pat
                 await asyncio.sleep(0.02)
     assert await task_ids(url) == {row["id"] for row in kept}
     assert slowest < MAX_REQUEST_SECONDS, slowest
-    assert f"Sweeper deleted {OLD_TASKS} task(s)" in log.read_text()
+    deleted = re.findall(r"Sweeper deleted (\d+) task", log.read_text())
+    assert sum(map(int, deleted)) == OLD_TASKS, deleted
