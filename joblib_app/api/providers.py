@@ -30,7 +30,7 @@ from joblib_app.context import AppContext
 from joblib_app.limits import check_json_body, is_plain_id
 from joblib_app.models import utcnow
 from joblib_app.names import RESERVED_ROOMS, make_full_name, parse_full_name, validate_room_id
-from joblib_app.problems import ProblemError, forbidden, provider_not_found
+from joblib_app.problems import ProblemError, forbidden, provider_not_found, too_large_problem
 from joblib_app.providers.backend import (
     ResultBackend,
     ResultBackendUnavailable,
@@ -88,6 +88,8 @@ def error_key(full_name: str, digest: str) -> str:
 # read it (the backend's smallest TTL); the next read of the same key dispatches anew.
 PROVIDER_ERROR_TTL_SECONDS = 1
 PROVIDER_ERROR_DETAIL_MAX = 2000
+# A problem is a short JSON object, not a result: its upload is bounded far below one.
+PROVIDER_PROBLEM_MAX_BYTES = 65_536
 
 
 async def _backend(operation: Awaitable[T]) -> T:
@@ -373,7 +375,9 @@ async def _wait_result_or_problem(
 
 
 def _problem_detail(data: bytes) -> str:
-    """The ``detail`` of an uploaded problem+json body, or 422."""
+    """The ``detail`` of an uploaded problem+json body, or 422 (413 if it is too long)."""
+    if len(data) > PROVIDER_PROBLEM_MAX_BYTES:
+        raise too_large_problem(PROVIDER_PROBLEM_MAX_BYTES)
     try:
         problem = json.loads(data)
     except ValueError as exc:

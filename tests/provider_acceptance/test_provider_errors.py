@@ -102,6 +102,13 @@ async def test_problem_upload_needs_a_detail_and_an_owner(api: Api) -> None:
         headers={"X-Request-Hash": digest, "Content-Type": "application/problem+json"},
     )
     assert_problem(bad, 422)
+    huge = await api.request(
+        "POST",
+        f"/providers/{provider['id']}/results",
+        content=problem("x" * 70_000),
+        headers={"X-Request-Hash": digest, "Content-Type": "application/problem+json"},
+    )
+    assert_problem(huge, 413)
     other = await api.request(
         "POST",
         f"/providers/{provider['id']}/results",
