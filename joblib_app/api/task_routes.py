@@ -26,7 +26,7 @@ from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSub
 from joblib_app.context import AppContext
 from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
 from joblib_app.leases import ClientGone, release_undelivered_claim
-from joblib_app.limits import check_json_body
+from joblib_app.limits import check_json_body, is_plain_id
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
 from joblib_app.principal import Principal
@@ -164,6 +164,9 @@ async def claim_task(request: PlainRequest) -> PlainResponse:
     ctx = request.ctx
     principal = await request.principal()
     body = await request.json_body(ClaimRequest)
+    if not is_plain_id(body.worker_id):
+        # Longer than any worker id: PostgreSQL would refuse it as the claim's new value.
+        raise worker_not_found(body.worker_id)
     row = await _claim_once(ctx, body.worker_id, check_owner=principal)
     wait = _wait_seconds(request)
     headers: dict[str, str] = {}
