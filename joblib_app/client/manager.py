@@ -121,6 +121,9 @@ class JobManager(Mapping[str, type[Extension]]):
         # `_busy` says a task is executing; disconnect waits on this condition for it.
         self._state = threading.Condition()
         self._busy = False
+        # Set once disconnect is past waiting for the task in flight: the worker is about
+        # to be deleted, so a task claimed from now on is left to the server to requeue.
+        self._closing = False
         self._disconnect_lock = threading.Lock()
         self._disconnected = False
         self._supervisor: threading.Thread | None = None
@@ -560,7 +563,14 @@ class JobManager(Mapping[str, type[Extension]]):
         with self._state:
             # Even when the stop came while this claim was in flight: the task is ours now,
             # and ``disconnect`` waits for the task in flight before deleting the worker.
-            self._busy = True
+            # Only once it stopped waiting, the worker's deletion puts the task back in its
+            # queue (it never started), where another worker runs it.
+            accepted = not self._closing
+            if accepted:
+                self._busy = True
+        if not accepted:
+            logger.info("Task %s arrived as the worker was leaving: left to its queue", task["id"])
+            return
         try:
             claimed = self._load(task)
             if claimed is None:
@@ -834,6 +844,7 @@ class JobManager(Mapping[str, type[Extension]]):
                 self._wake_all()
                 if threading.current_thread() is not self._claimer:
                     self._state.wait_for(lambda: not self._busy, timeout=self._shutdown_timeout)
+                self._closing = True
             with self._registry_lock:
                 worker_id = self._worker_id
                 jobs, providers = list(self._jobs), list(self._providers)
