@@ -66,7 +66,13 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            # Never leave a server that did not start running (on a busy machine it would
+            # start later, orphaned, and load the machine further).
+            self.stop(signal.SIGKILL)
+            raise
         return self
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
