@@ -134,6 +134,8 @@ def serve(
         # Providers here send no heartbeats: the sweeper must not remove their workers
         # while a slow (loaded) run is still using them.
         "ZNDRAW_JOBLIB_WORKER_TIMEOUT_SECONDS": "3600",
+        # A dropped connection's providers go after this (default 10 s, issue 13).
+        "ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2",
         **settings,
     }
     if redis_url is not None:
