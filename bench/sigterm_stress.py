@@ -33,6 +33,13 @@ TOKEN = "user:alice"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
+class _PatientServer(ServerProcess):
+    """A busy machine starts uvicorn slowly: wait longer than the tests do."""
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        super().wait_ready(timeout)
+
+
 def _submitter(base: str, room: str, stop: threading.Event, ids: list[str]) -> None:
     """Keep a few tasks queued until ``stop``."""
     job = f"{room}:modifiers:Echo"
@@ -77,6 +84,9 @@ def _round(server: ServerProcess, rng: random.Random) -> dict[str, float | int]:
         drain.wait(30)
         drain.close()
     failed = [s for s in statuses.values() if s != "completed"]
+    for task_id, status in statuses.items():
+        if status != "completed":
+            print(f"  task {task_id}: {status}", flush=True)
     return {
         "handled": handled,
         "exited": exited,
@@ -111,9 +121,10 @@ def _wait_all_terminal(base: str, ids: list[str], timeout: float) -> dict[str, s
     with httpx.Client(base_url=base, headers=HEADERS, timeout=30) as http:
         for task_id in ids:
             while True:
-                status = http.get(f"/tasks/{task_id}").json()["status"]
+                task = http.get(f"/tasks/{task_id}").json()
+                status = task["status"]
                 if status in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
-                    statuses[task_id] = status
+                    statuses[task_id] = status if status == "completed" else f"{status} {task}"
                     break
                 time.sleep(0.02)
     return statuses
@@ -130,12 +141,8 @@ def main() -> int:
             "JOBLIB_TEST_DATABASE_URL": f"sqlite+aiosqlite:///{Path(tmp) / 'joblib.db'}",
             "ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "1",
         }
-        server = ServerProcess(env, log_path=Path(tmp) / "server.log")
-        try:
-            server.start()
-        except TimeoutError:
-            # A busy machine starts uvicorn slowly: give it longer than the tests do.
-            server.wait_ready(180)
+        server = _PatientServer(env, log_path=Path(tmp) / "server.log")
+        server.start()
         try:
             results = []
             for number in range(1, args.rounds + 1):

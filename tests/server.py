@@ -76,8 +76,9 @@ class ServerProcess:
         try:
             self.wait_ready()
         except BaseException:
-            # __exit__ never runs when __enter__ raises: do not leave the server behind.
-            self.stop()
+            # Never leave a server that did not start running (on a busy machine it would
+            # start later, orphaned, and load the machine further).
+            self.stop(signal.SIGKILL)
             raise
         return self
 

@@ -131,6 +131,9 @@ class JobManager(Mapping[str, type[Extension]]):
         self._concurrency = concurrency
         # Claimed tasks not yet reported finished, by id: where a cancellation is delivered.
         self._open_tasks: dict[str, ClaimedTask[Any]] = {}
+        # Set once disconnect is past waiting for the task in flight: the worker is about
+        # to be deleted, so a task claimed from now on is left to the server to requeue.
+        self._closing = False
         self._disconnect_lock = threading.Lock()
         self._disconnected = False
         self._supervisor: threading.Thread | None = None
@@ -600,7 +603,14 @@ class JobManager(Mapping[str, type[Extension]]):
         with self._state:
             # Even when the stop came while this claim was in flight: the task is ours now,
             # and ``disconnect`` waits for the tasks in flight before deleting the worker.
-            self._busy += 1
+            # Only once it stopped waiting, the worker's deletion puts the task back in its
+            # queue (it never started), where another worker runs it.
+            accepted = not self._closing
+            if accepted:
+                self._busy += 1
+        if not accepted:
+            logger.info("Task %s arrived as the worker was leaving: left to its queue", task["id"])
+            return
         try:
             claimed = self._load(task)
             if claimed is None:
@@ -874,6 +884,7 @@ class JobManager(Mapping[str, type[Extension]]):
                 self._wake_all()
                 if threading.current_thread() not in self._claimers:
                     self._state.wait_for(lambda: not self._busy, timeout=self._shutdown_timeout)
+                self._closing = True
             with self._registry_lock:
                 worker_id = self._worker_id
                 jobs, providers = list(self._jobs), list(self._providers)

@@ -49,7 +49,9 @@ async def test_delete_worker_by_owner_or_superuser(api: Api, actor: str, status:
         assert after["status"] == "claimed"  # the refusal changed nothing
         assert (await api.request("PATCH", f"/workers/{worker}", ALICE)).status_code == 200
     else:
-        assert after["status"] == "failed"
+        # Claimed, never started: back in its queue (issue 13), not failed.
+        assert after["status"] == "pending"
+        assert after["worker_id"] is None
 
 
 @pytest.mark.parametrize(("actor", "status"), [("alice", 200), ("bob", 403), ("admin", 403)])
