@@ -142,10 +142,11 @@ async def test_hung_then_dead_redis_never_blocks_the_task_path(
     finally:
         await frontend.disconnect()
     for server in (a, b):
-        # Once per outage and component (events, Socket.IO listener, notifier), not per
-        # message: the old code logged about 3,500 lines in 20 s.
+        # Once per outage and component, not per message (the old code logged about 3,500
+        # lines in 20 s): events, the Socket.IO listener, the two notifiers (wake-ups and
+        # provider results) and the metrics' task timings, each saying down and back.
         redis_lines = _redis_log_lines(server)
-        assert len(redis_lines) <= 8, redis_lines
+        assert len(redis_lines) <= 10, "\n".join(redis_lines)
 
 
 def _redis_log_lines(server: ServerProcess) -> list[str]:
