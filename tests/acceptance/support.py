@@ -153,6 +153,18 @@ class BaseApi(Generic[ServerT]):
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
+    async def upload(
+        self, provider_id: str, digest: str, data: bytes, token: str = ALICE
+    ) -> httpx.Response:
+        """Upload ``data`` as a provider's answer to the read with request hash ``digest``."""
+        return await self.request(
+            "POST",
+            f"/providers/{provider_id}/results",
+            token,
+            content=data,
+            headers={"X-Request-Hash": digest},
+        )
+
 
 class Api(BaseApi[ServerProcess]):
     """The REST client of the job and task tests."""

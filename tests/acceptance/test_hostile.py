@@ -225,10 +225,6 @@ async def test_a_forged_disconnect_runs_no_cleanup(api: Api, hostile: Hostile) -
 # --- item 2: the provider result cache --------------------------------------------------
 
 
-async def _pending_read(api: Api, room: str, provider: dict, params: dict[str, str]) -> str:
-    return await ask_pending(api, room, provider["full_name"], params)
-
-
 async def _cache_bytes(hostile: Hostile) -> int:
     async with httpx.AsyncClient(timeout=10) as client:
         return (await client.get(hostile.origin + "/joblib-cache-bytes")).json()["bytes"]
@@ -252,29 +248,14 @@ async def test_uploads_are_accepted_only_for_pending_requests(api: Api, hostile:
     provider = response.json()
     for attempt in range(20):
         _, digest = request_hash({"made-up": str(attempt)})
-        forged = await api.request(
-            "POST",
-            f"/providers/{provider['id']}/results",
-            content=b"x" * 1000,
-            headers={"X-Request-Hash": digest},
-        )
+        forged = await api.upload(provider["id"], digest, b"x" * 1000)
         assert not breach(hostile, forged.status_code == 204), forged.text
         assert_problem(forged, 409, "provider-request-not-pending")
-    digest = await _pending_read(api, room, provider, {"file": "a"})
-    first = await api.request(
-        "POST",
-        f"/providers/{provider['id']}/results",
-        content=b'"a"',
-        headers={"X-Request-Hash": digest},
-    )
+    digest = await ask_pending(api, room, provider["full_name"], {"file": "a"})
+    first = await api.upload(provider["id"], digest, b'"a"')
     assert first.status_code == 204, first.text
     # Answered once: a second upload for the same request is refused.
-    again = await api.request(
-        "POST",
-        f"/providers/{provider['id']}/results",
-        content=b'"b"',
-        headers={"X-Request-Hash": digest},
-    )
+    again = await api.upload(provider["id"], digest, b'"b"')
     assert_problem(again, 409, "provider-request-not-pending")
     hit = await api.request(
         "GET", f"/rooms/{room}/providers/{provider['full_name']}", params={"file": "a"}
@@ -297,13 +278,8 @@ async def test_the_cache_is_bounded_and_expires_on_time(api: Api, hostile: Hosti
     uploads = 4 * CACHE_MAX_BYTES // chunk
     rss_before = _rss_bytes(hostile)
     for index in range(uploads):
-        digest = await _pending_read(api, room, provider, {"n": str(index)})
-        answer = await api.request(
-            "POST",
-            f"/providers/{provider['id']}/results",
-            content=bytes([index % 251]) * chunk,
-            headers={"X-Request-Hash": digest},
-        )
+        digest = await ask_pending(api, room, provider["full_name"], {"n": str(index)})
+        answer = await api.upload(provider["id"], digest, bytes([index % 251]) * chunk)
         assert answer.status_code == 204, answer.text
         held = await _cache_bytes(hostile)
         assert not breach(hostile, held > CACHE_MAX_BYTES), held
@@ -337,13 +313,8 @@ async def test_a_result_larger_than_the_cache_is_refused(api: Api, hostile: Host
         json={"category": "files", "name": unique(), "schema": {}},
     )
     provider = response.json()
-    digest = await _pending_read(api, room, provider, {"big": "1"})
-    too_big = await api.request(
-        "POST",
-        f"/providers/{provider['id']}/results",
-        content=b"x" * (4 * 1_048_576 + 1),
-        headers={"X-Request-Hash": digest},
-    )
+    digest = await ask_pending(api, room, provider["full_name"], {"big": "1"})
+    too_big = await api.upload(provider["id"], digest, b"x" * (4 * 1_048_576 + 1))
     assert_problem(too_big, 413)
 
 
@@ -859,12 +830,7 @@ async def test_every_redis_key_has_a_ttl(with_redis: tuple[Hostile, str, str]) -
         for index in range(5):
             digest = await ask_pending(api, room, provider["full_name"], {"n": str(index)})
             if index % 2 == 0:
-                upload = await api.request(
-                    "POST",
-                    f"/providers/{provider['id']}/results",
-                    content=b"[]",
-                    headers={"X-Request-Hash": digest},
-                )
+                upload = await api.upload(provider["id"], digest, b"[]")
                 assert upload.status_code == 204, upload.text
         job = await api.register(room, unique())
         task = await api.submit(room, job["full_name"])

@@ -208,17 +208,6 @@ class Api(BaseApi[ProviderServer]):
             "GET", f"/rooms/{room}/providers/{full_name}", token, params=params, headers=headers
         )
 
-    async def upload(
-        self, provider_id: str, digest: str, data: bytes, token: str = ALICE
-    ) -> httpx.Response:
-        return await self.request(
-            "POST",
-            f"/providers/{provider_id}/results",
-            token,
-            content=data,
-            headers={"X-Request-Hash": digest},
-        )
-
 
 def socketio_path(server: ProviderServer) -> str:
     return server.process.mount.strip("/") + "/socket.io"
