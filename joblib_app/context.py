@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -56,6 +55,15 @@ class AppContext:
     # dashboard wake-ups); each must be cheap and must not raise.
     dispatch_hooks: list[Callable[[Outbox], None]] = field(default_factory=list)
 
+    async def _in_version_order(
+        self, name: str, payload: dict[str, Any], emit: Callable[[], Awaitable[Any]]
+    ) -> None:
+        """``emit``, unless it is a task's status event older than one already sent."""
+        if name == "task_status_event" and payload.get("version") is not None:
+            await self.task_event_order.send(payload["id"], payload["version"], emit)
+        else:
+            await emit()
+
     async def dispatch(self, outbox: Outbox) -> None:
         """Send what a committed transaction collected: Socket.IO events, then wake-ups.
 
@@ -65,23 +73,21 @@ class AppContext:
         """
         for hook in self.dispatch_hooks:
             hook(outbox)
-        if self.sender is not None:
+        sender = self.sender
+        if sender is not None:
             publish = getattr(self.notifier, "publish_or_raise", self.notifier.publish)
             for name, payload, room in outbox.events:
-                self.sender.submit(partial(self.sio.emit, name, payload, room=room))
+                emit = partial(self.sio.emit, name, payload, room=room)
+                # The sender sends in the order it is given: order the submissions too.
+                await self._in_version_order(name, payload, partial(_submit, sender, emit))
             for channel, message in outbox.notifications:
-                self.sender.submit(partial(publish, channel, message))
+                sender.submit(partial(publish, channel, message))
             return
         for name, payload, room in outbox.events:
             try:
-                if name == "task_status_event" and payload.get("version") is not None:
-                    await self.task_event_order.send(
-                        payload["id"],
-                        payload["version"],
-                        functools.partial(self.sio.emit, name, payload, room=room),
-                    )
-                else:
-                    await self.sio.emit(name, payload, room=room)
+                await self._in_version_order(
+                    name, payload, partial(self.sio.emit, name, payload, room=room)
+                )
             except Exception:
                 logger.exception("Could not emit %s to %s", name, room)
         for channel, message in outbox.notifications:
@@ -89,3 +95,7 @@ class AppContext:
                 await self.notifier.publish(channel, message)
             except Exception:
                 logger.exception("Could not publish a notification on %s", channel)
+
+
+async def _submit(sender: BackgroundSender, send: Callable[[], Awaitable[Any]]) -> None:
+    sender.submit(send)
