@@ -1,8 +1,9 @@
-"""HTTP access to the job server: one httpx client, retries, problem+json errors.
+"""HTTP access to the job server: the one place where the SDK makes REST calls.
 
-Every request goes through :meth:`ApiClient.request`, which also keeps the
-:class:`OutageTracker` up to date so the manager can tell how long the server has been
-unreachable.
+Every request goes through :meth:`ApiClient.request` (one httpx client, retries, problem+json
+errors turned into typed :class:`~joblib_app.client.errors.ApiError` subclasses), which also
+keeps the :class:`OutageTracker` up to date so the supervisor can tell how long the server
+has been unreachable. The named methods below it are the calls of the contract the SDK uses.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from joblib_app.client.errors import ApiError, ServerUnreachable
+from joblib_app.client.errors import ApiError, ServerUnreachable, api_error, as_worker_gone
+from joblib_app.client.models import JobRegistration, ProviderRegistration
+from joblib_app.client.vocabulary import is_terminal, prefer_wait
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ class OutageTracker:
         return limit is not None and self.elapsed() > limit
 
 
-def backoff_delays(base: float = 0.1, cap: float = 2.0) -> Any:
+def backoff_delays(base: float = 0.1, cap: float = 2.0) -> Iterator[float]:
     """Exponential delays ``base, 2*base, ...`` capped at ``cap``, forever."""
     delay = base
     while True:
@@ -155,12 +159,164 @@ class ApiClient:
                     logger.debug("%s %s answered 503; retrying in %.2fs", method, path, delay)
                     continue
             if response.status_code >= 400:
-                raise ApiError(response.status_code, _problem_of(response))
+                raise api_error(response.status_code, _problem_of(response))
             return response
 
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def create_worker(self, *, retry_for: float | None) -> str:
+        """``POST /workers``: a new worker of the authenticated principal; returns its id."""
+        return str(self.request("POST", "/workers", retry_for=retry_for).json()["id"])
+
+    def heartbeat(self, worker_id: str, *, retry_for: float | None = 0.0) -> None:
+        """``PATCH /workers/{id}``; raises :class:`WorkerGone` if the worker is not ours."""
+        try:
+            self.request("PATCH", f"/workers/{worker_id}", retry_for=retry_for)
+        except ApiError as exc:
+            gone = as_worker_gone(exc)
+            if gone is exc:
+                raise
+            raise gone from exc
+
+    def delete_worker(self, worker_id: str) -> None:
+        """``DELETE /workers/{id}`` (the server then cleans up what only it served)."""
+        self.request("DELETE", f"/workers/{worker_id}", retry_for=0)
+
+    # -- jobs and providers --------------------------------------------------------------
+
+    def put_job(
+        self, registration: JobRegistration, worker_id: str, *, retry_for: float | None
+    ) -> None:
+        """``PUT /rooms/{room}/jobs``: register (or re-link) a job for ``worker_id``."""
+        self.request(
+            "PUT",
+            f"/rooms/{registration.room_id}/jobs",
+            json={
+                "category": registration.category,
+                "name": registration.cls.__name__,
+                "schema": registration.cls.model_json_schema(),
+                "worker_id": worker_id,
+            },
+            retry_for=retry_for,
+        )
+
+    def put_provider(
+        self, registration: ProviderRegistration, worker_id: str, *, retry_for: float | None
+    ) -> str:
+        """``PUT /rooms/{room}/providers``: register a provider; returns its id."""
+        response = self.request(
+            "PUT",
+            f"/rooms/{registration.room_id}/providers",
+            json={
+                "category": registration.category,
+                "name": registration.name,
+                "schema": registration.cls.model_json_schema(),
+                "content_type": registration.cls.content_type,
+                "worker_id": worker_id,
+            },
+            retry_for=retry_for,
+        )
+        return str(response.json()["id"])
+
+    def delete_provider(self, provider_id: str) -> None:
+        """``DELETE /providers/{id}``."""
+        self.request("DELETE", f"/providers/{provider_id}", retry_for=5.0)
+
+    def upload_provider_result(
+        self, provider_id: str, request_id: str, body: bytes, content_type: str
+    ) -> None:
+        """``POST /providers/{id}/results``: the answer to one ``provider_request``."""
+        self.request(
+            "POST",
+            f"/providers/{provider_id}/results",
+            content=body,
+            headers={"X-Request-Hash": request_id, "Content-Type": content_type},
+            retry_for=0,
+        )
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def submit(self, room_id: str, job_full_name: str, payload: dict[str, Any]) -> str:
+        """``POST /rooms/{room}/tasks/{job}``; returns the new task's id."""
+        response = self.request(
+            "POST",
+            f"/rooms/{room_id}/tasks/{job_full_name}",
+            json={"payload": payload},
+            retry_for=5.0,
+        )
+        return str(response.json()["id"])
+
+    def get_task(self, task_id: str, *, wait: float | None = None) -> dict[str, Any]:
+        """``GET /tasks/{id}``; with ``wait``, long-poll until the task is terminal."""
+        response = self.request(
+            "GET",
+            f"/tasks/{task_id}",
+            headers=prefer_wait(wait),
+            timeout=self.timeout + (wait or 0),
+            retry_for=5.0,
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_for_task(
+        self, task_id: str, timeout: float | None, *, poll_wait: float
+    ) -> dict[str, Any]:
+        """Long-poll ``GET /tasks/{id}`` until the task is terminal; :class:`TimeoutError`
+        after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = poll_wait
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError(f"task {task_id} not finished after {timeout}s")
+            task = self.get_task(task_id, wait=max(wait, 0.001))
+            if is_terminal(task["status"]):
+                return task
+
+    def update_task(self, task_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH /tasks/{id}``: a status change or progress report; returns the task.
+
+        The same update twice is harmless (the server answers 200), so a lost answer is
+        retried.
+        """
+        response = self.request("PATCH", f"/tasks/{task_id}", json=dict(body), retry_for=10.0)
+        result: dict[str, Any] = response.json()
+        return result
+
+    def claim(self, worker_id: str, *, wait: float) -> ClaimAnswer:
+        """``POST /tasks/claim``; raises :class:`WorkerGone` if the worker is not ours.
+
+        Never retried: a claim that reached the server may have taken a task.
+        """
+        try:
+            response = self.request(
+                "POST",
+                "/tasks/claim",
+                json={"worker_id": worker_id},
+                headers=prefer_wait(wait),
+                timeout=self.timeout + wait,
+                retry_for=0,
+            )
+        except ApiError as exc:
+            gone = as_worker_gone(exc)
+            if gone is exc:
+                raise
+            raise gone from exc
+        task = response.json().get("task")
+        return ClaimAnswer(task, "preference-applied" in response.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimAnswer:
+    """The answer to a claim: the task (or None), and whether the server honoured the wait."""
+
+    task: dict[str, Any] | None
+    waited: bool
 
 
 def _retry_after(value: str) -> float:

@@ -7,16 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from joblib_app.client.vocabulary import GLOBAL_ROOM, full_name
 from joblib_app.extension import Extension, Provider, category_of
 
+__all__ = ["GLOBAL_ROOM", "ClaimedTask", "JobRegistration", "ProviderRegistration", "full_name"]
+
 E = TypeVar("E", bound=Extension)
-
-GLOBAL_ROOM = "@global"
-
-
-def full_name(room_id: str, category: str, name: str) -> str:
-    """A job's or provider's full name, ``{room_id}:{category}:{name}``."""
-    return f"{room_id}:{category}:{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +62,12 @@ class JobRegistration:
 
     @property
     def category(self) -> str:
+        """The job's category (from the extension class)."""
         return category_of(self.cls)
 
     @property
     def full_name(self) -> str:
+        """``{room}:{category}:{ClassName}``."""
         return full_name(self.room_id, self.category, self.cls.__name__)
 
 
@@ -85,8 +83,10 @@ class ProviderRegistration:
 
     @property
     def category(self) -> str:
+        """The provider's category (from the provider class)."""
         return category_of(self.cls)
 
     @property
     def full_name(self) -> str:
+        """``{room}:{category}:{name}``."""
         return full_name(self.room_id, self.category, self.name)

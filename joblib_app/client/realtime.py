@@ -1,4 +1,10 @@
-"""The worker's Socket.IO link: room membership, wake-ups and provider requests."""
+"""The worker's Socket.IO contact: room membership, wake-ups and provider requests.
+
+python-socketio starts threads of its own (the read and write loops, the reconnection, one
+per received message). :class:`SocketLink` has them started through an
+:class:`~joblib_app.client.threads.OwnedThreads`, so they are named ``joblib-socketio-...``
+and :meth:`SocketLink.close` joins them.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import socketio
 
 from joblib_app.client.errors import JoblibClientError, ServerUnreachable
 from joblib_app.client.http import backoff_delays
+from joblib_app.client.threads import OwnedThreads
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,10 @@ class SocketLink:
             # signals gracefully instead.
             handle_sigint=False,
         )
+        # engine.io starts every background task (its loops, python-socketio's reconnection,
+        # one thread per received message) through this method: own them, to join on close.
+        self._threads = OwnedThreads("socketio")
+        self._sio.eio.start_background_task = self._threads.start
 
         def connect() -> None:
             with self._lock:
@@ -95,7 +106,7 @@ class SocketLink:
     @property
     def connected(self) -> bool:
         """Whether the connection is up right now."""
-        return self._sio.connected
+        return bool(self._sio.connected)
 
     def connect(self, *, retry_for: float | None, stop: threading.Event) -> None:
         """Open the connection, retrying with backoff for ``retry_for`` seconds (None: forever).
@@ -145,11 +156,16 @@ class SocketLink:
         if not isinstance(answer, dict) or answer.get("status") != "ok":
             raise RoomJoinError(f"{event} {data} refused: {answer!r}")
 
-    def close(self) -> None:
-        """Disconnect for good (no reconnection)."""
+    def close(self, join_timeout: float = 5.0) -> None:
+        """Disconnect for good (no reconnection) and join python-socketio's threads.
+
+        A message callback still running (a provider read) gets ``join_timeout`` s.
+        """
         self._closed = True
         try:
-            self._sio.disconnect()
+            # Unlike disconnect(), shutdown() also ends a reconnection in progress.
+            self._sio.shutdown()
         except Exception:
             # The connection may already be half torn down; there is nothing left to release.
-            logger.debug("Socket.IO disconnect raised", exc_info=True)
+            logger.debug("Socket.IO shutdown raised", exc_info=True)
+        self._threads.join_all(join_timeout)

@@ -12,7 +12,7 @@ import pytest
 
 from joblib_app.client import ApiError, ClaimedTask, JobManager, Provider, ServerUnreachable
 from joblib_app.client.http import OutageTracker
-from joblib_app.client.manager import _encode_result
+from joblib_app.client.provider_answers import encode_result
 from joblib_app.client.realtime import split_socketio_url
 from tests.client.conftest import ALICE
 from tests.client.jobs import Boom, Echo, FileNames
@@ -162,11 +162,11 @@ class Blob(Provider):
 
 
 def test_encode_result_by_content_type() -> None:
-    assert _encode_result({"a": [1, 2]}, FileNames) == b'{"a":[1,2]}'
-    assert _encode_result(b"\x00\x01", Blob) == b"\x00\x01"
-    assert _encode_result(memoryview(b"ab"), Blob) == b"ab"
+    assert encode_result({"a": [1, 2]}, FileNames) == b'{"a":[1,2]}'
+    assert encode_result(b"\x00\x01", Blob) == b"\x00\x01"
+    assert encode_result(memoryview(b"ab"), Blob) == b"ab"
     with pytest.raises(TypeError):
-        _encode_result({"a": 1}, Blob)
+        encode_result({"a": 1}, Blob)
 
 
 def test_outage_tracker() -> None:

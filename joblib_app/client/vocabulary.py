@@ -1,0 +1,42 @@
+"""The client's copies of the shared vocabulary: rooms, names, statuses, ``Prefer: wait``.
+
+The server keeps the same rules in its own modules. These copies live here, in ONE place,
+so that switching the client to the shared vocabulary package is a change of imports in this
+module only. A worker importing ``joblib_app.client`` must not load FastAPI or SQLAlchemy,
+which is why the client never imports the server's modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+GLOBAL_ROOM = "@global"
+"""The room of jobs and providers every room sees (registering there needs a superuser)."""
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+"""Task statuses after which nothing changes any more."""
+
+WORKER_NOT_FOUND = "worker-not-found"
+"""The problem kind the server answers for a worker it does not know (any more)."""
+
+
+def full_name(room_id: str, category: str, name: str) -> str:
+    """A job's or provider's full name, ``{room_id}:{category}:{name}``."""
+    return f"{room_id}:{category}:{name}"
+
+
+def is_terminal(status: str) -> bool:
+    """Whether a task in ``status`` is finished for good."""
+    return status in TERMINAL_STATUSES
+
+
+def format_wait(seconds: float) -> str:
+    """A wait for the ``Prefer`` header, as a whole number of seconds when it is one."""
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def prefer_wait(seconds: float | None) -> Mapping[str, str] | None:
+    """The ``Prefer: wait=N`` header asking the server to long-poll, or None for no wait."""
+    if not seconds or seconds <= 0:
+        return None
+    return {"Prefer": f"wait={format_wait(seconds)}"}
