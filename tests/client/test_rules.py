@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from joblib_app.client.errors import (
@@ -152,3 +155,16 @@ def test_prefer_wait() -> None:
     assert prefer_wait(None) is None and prefer_wait(0) is None
     assert prefer_wait(25.0) == {"Prefer": "wait=25"}
     assert prefer_wait(0.5) == {"Prefer": "wait=0.5"}
+
+
+def test_importing_the_sdk_loads_no_server_library() -> None:
+    """A worker needs no server extra: ``joblib_app.client`` must not import the server."""
+    code = (
+        "import sys, joblib_app.client; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} "
+        "& {'fastapi', 'starlette', 'sqlalchemy', 'sqlmodel', 'uvicorn', 'taskiq'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
