@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from joblib_app.client.errors import JoblibClientError
 
 if TYPE_CHECKING:
-    from joblib_app.client.manager import JobManager
+    from joblib_app.client.submitting import TaskSubmitter
 
 
 class TaskFailed(JoblibClientError):
@@ -35,9 +35,9 @@ class TaskHandle(str):
     Both use the server's long-poll and raise :class:`TimeoutError` after ``timeout`` s.
     """
 
-    _manager: JobManager
+    _manager: TaskSubmitter
 
-    def __new__(cls, task_id: str, manager: JobManager) -> TaskHandle:
+    def __new__(cls, task_id: str, manager: TaskSubmitter) -> TaskHandle:
         handle = super().__new__(cls, task_id)
         handle._manager = manager
         return handle

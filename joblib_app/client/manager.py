@@ -8,6 +8,7 @@ A manager owns one worker on the server. The parts, one job each:
 - :class:`~joblib_app.client.runner.TaskRunner`: claiming, running, reporting tasks;
 - :class:`~joblib_app.client.provider_answers.ProviderAnswers`: serving provider reads;
 - :class:`~joblib_app.client.registry.Registry`: the worker id and what it serves;
+- :class:`~joblib_app.client.submitting.TaskSubmitter`: submitting and following tasks;
 - :class:`~joblib_app.client.state.ManagerState`: the state they share.
 
 Threads, all named ``joblib-...`` and joined by :meth:`JobManager.disconnect`: the
@@ -26,7 +27,6 @@ from typing import Any, TypeVar, overload
 import httpx
 
 from joblib_app.client.errors import JoblibClientError
-from joblib_app.client.handles import TaskHandle
 from joblib_app.client.http import ApiClient
 from joblib_app.client.models import ClaimedTask, JobRegistration, ProviderRegistration
 from joblib_app.client.provider_answers import ProviderAnswers
@@ -35,9 +35,10 @@ from joblib_app.client.registry import Registry
 from joblib_app.client.runner import Executor, TaskRunner
 from joblib_app.client.signals import wait_for_stop
 from joblib_app.client.state import ManagerState
+from joblib_app.client.submitting import TaskSubmitter
 from joblib_app.client.supervisor import Supervisor
-from joblib_app.client.vocabulary import GLOBAL_ROOM, full_name
-from joblib_app.extension import Extension, Provider, category_of
+from joblib_app.client.vocabulary import GLOBAL_ROOM
+from joblib_app.extension import Extension, Provider
 
 __all__ = ["Executor", "JobManager"]
 
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 E = TypeVar("E", bound=Extension)
 
 
-class JobManager(Mapping[str, type[Extension]]):
+class JobManager(TaskSubmitter, Mapping[str, type[Extension]]):
     """A worker connected to a joblib-app server.
 
     ``base_url`` is where the host mounted the sub-app (``http://host:8000/v1/joblib``).
@@ -298,37 +299,6 @@ class JobManager(Mapping[str, type[Extension]]):
     def unregister_provider(self, provider_full_name: str) -> None:
         """Stop serving a provider (``DELETE /providers/{id}``); unknown names are ignored."""
         self._registry.remove_provider(provider_full_name)
-
-    # -- tasks: submitting and following ---------------------------------------------
-
-    def submit(self, extension: Extension, room: str, job_room: str = GLOBAL_ROOM) -> TaskHandle:
-        """Submit a task running ``extension`` (its fields are the payload).
-
-        Returns a :class:`TaskHandle`: the task id (a ``str``) with ``wait(timeout)`` and
-        ``result(timeout)``. ``room`` is where the task lives; ``job_room`` is where the job
-        is registered.
-        """
-        job = full_name(job_room, category_of(type(extension)), type(extension).__name__)
-        task_id = self.api.submit(room, job, extension.model_dump(mode="json"))
-        return TaskHandle(task_id, self)
-
-    def cancel_by_id(self, task_id: str) -> dict[str, Any]:
-        """Cancel the task ``task_id`` (as its submitter, or the claiming worker's owner)."""
-        return self.api.update_task(task_id, {"status": "cancelled"})
-
-    def get_task(self, task_id: str, *, wait: float | None = None) -> dict[str, Any]:
-        """The task as the server has it; with ``wait``, long-poll until it is terminal."""
-        return self.api.get_task(task_id, wait=wait)
-
-    def wait_for_task(
-        self, task_id: str, timeout: float | None = None, *, poll_wait: float = 30.0
-    ) -> dict[str, Any]:
-        """Block until the task is completed, failed or cancelled, and return it.
-
-        Uses the server's long-poll, so the answer comes as soon as the task finishes.
-        Raises :class:`TimeoutError` after ``timeout`` seconds.
-        """
-        return self.api.wait_for_task(task_id, timeout, poll_wait=poll_wait)
 
     # -- tasks: claiming and reporting -----------------------------------------------
 
