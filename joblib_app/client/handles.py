@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from joblib_app.client.errors import JoblibClientError
+from joblib_app.client.vocabulary import TaskStatus
 
 if TYPE_CHECKING:
     from joblib_app.client.submitting import TaskSubmitter
@@ -58,9 +59,9 @@ class TaskHandle(str):
     def result(self, timeout: float | None = None) -> Any:
         """The task's result once completed; raises if it failed or was cancelled."""
         task = self.wait(timeout)
-        if task["status"] == "failed":
+        if task["status"] == TaskStatus.FAILED:
             raise TaskFailed(task)
-        if task["status"] == "cancelled":
+        if task["status"] == TaskStatus.CANCELLED:
             raise TaskCancelled(task)
         return task.get("result")
 

@@ -34,10 +34,10 @@ from joblib_app.client.realtime import SocketLink
 from joblib_app.client.registry import Registry
 from joblib_app.client.runner import Executor, TaskRunner
 from joblib_app.client.signals import wait_for_stop
-from joblib_app.client.state import ManagerState
+from joblib_app.client.state import ManagerState, StopCause
 from joblib_app.client.submitting import TaskSubmitter
 from joblib_app.client.supervisor import Supervisor
-from joblib_app.client.vocabulary import GLOBAL_ROOM
+from joblib_app.client.vocabulary import GLOBAL_ROOM, TaskStatus
 from joblib_app.extension import Extension, Provider
 
 __all__ = ["Executor", "JobManager"]
@@ -200,6 +200,11 @@ class JobManager(TaskSubmitter, Mapping[str, type[Extension]]):
         return self._state.stop_reason
 
     @property
+    def stop_cause(self) -> StopCause | None:
+        """Why the manager stopped, as a :class:`StopCause` to decide on (None: serving)."""
+        return self._state.stop_cause
+
+    @property
     def handlers(self) -> dict[str, Any]:
         """The registered providers' handlers, by provider full name."""
         return {name: reg.handler for name, reg in self._registry.providers().items()}
@@ -328,12 +333,12 @@ class JobManager(TaskSubmitter, Mapping[str, type[Extension]]):
 
     def start(self, task: ClaimedTask[Any]) -> None:
         """Mark a claimed task running."""
-        self._runner.transition(task.task_id, "running")
+        self._runner.transition(task.task_id, TaskStatus.RUNNING)
 
     def complete(self, task: ClaimedTask[Any], *, result: Any = None) -> None:
         """Mark a running task completed, storing ``result`` (JSON data) if given."""
         extra = None if result is None else {"result": result}
-        self._runner.transition(task.task_id, "completed", extra=extra)
+        self._runner.transition(task.task_id, TaskStatus.COMPLETED, extra=extra)
 
     def fail(self, task: ClaimedTask[Any], error: str) -> None:
         """Mark a claimed or running task failed with ``error``."""
@@ -341,11 +346,11 @@ class JobManager(TaskSubmitter, Mapping[str, type[Extension]]):
 
     def fail_by_id(self, task_id: str, error: str) -> None:
         """Mark the task ``task_id`` failed with ``error``, without a :class:`ClaimedTask`."""
-        self._runner.transition(task_id, "failed", error)
+        self._runner.transition(task_id, TaskStatus.FAILED, error)
 
     def cancel(self, task: ClaimedTask[Any]) -> None:
         """Cancel a claimed or running task."""
-        self._runner.transition(task.task_id, "cancelled")
+        self._runner.transition(task.task_id, TaskStatus.CANCELLED)
 
     # -- stopping --------------------------------------------------------------------
 

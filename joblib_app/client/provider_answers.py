@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 
 from joblib_app.client.errors import JoblibClientError
+from joblib_app.client.vocabulary import PROBLEM_TYPE_PREFIX, PROVIDER_ERROR
 from joblib_app.extension import Provider
 
 if TYPE_CHECKING:
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_ERROR_TYPE = "/v1/problems/provider-error"
 # The server keeps at most this much of a provider's error text for the readers.
 _DETAIL_LIMIT = 2000
 
@@ -67,7 +67,7 @@ class ProviderAnswers:
 def problem_body(exc: Exception) -> bytes:
     """The problem+json a provider uploads when ``read`` raised."""
     problem = {
-        "type": PROVIDER_ERROR_TYPE,
+        "type": PROBLEM_TYPE_PREFIX + PROVIDER_ERROR,
         "title": "Provider error",
         "status": 502,
         "detail": f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT],

@@ -31,7 +31,7 @@ from joblib_app.client.registry import Registry
 from joblib_app.client.state import ManagerState, StopCause
 from joblib_app.client.supervisor import ClaimBackoff, Supervisor
 from joblib_app.client.threads import OwnedThreads
-from joblib_app.client.vocabulary import is_terminal
+from joblib_app.client.vocabulary import TaskStatus, is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class TaskRunner:
             if claimed is None:
                 return
             try:
-                self.transition(claimed.task_id, "running")
+                self.transition(claimed.task_id, TaskStatus.RUNNING)
             except JoblibClientError as exc:
                 # Cancelled in the meantime, or the server lost us: not ours to run any more.
                 logger.warning("Could not start task %s: %s", claimed.task_id, exc)
@@ -227,7 +227,7 @@ class TaskRunner:
     def transition(
         self,
         task_id: str,
-        status: str,
+        status: TaskStatus,
         error: str | None = None,
         *,
         extra: Mapping[str, Any] | None = None,
@@ -243,7 +243,7 @@ class TaskRunner:
     def fail_quietly(self, task_id: str, error: str) -> None:
         """Fail a task; a failure to report that is logged, not raised."""
         try:
-            self.transition(task_id, "failed", error)
+            self.transition(task_id, TaskStatus.FAILED, error)
         except JoblibClientError as exc:
             logger.warning("Could not mark task %s failed: %s", task_id, exc)
 
@@ -253,11 +253,11 @@ class TaskRunner:
         The server answers with the task; if it was cancelled meanwhile, ``task.cancelled``
         is set (how a worker without Socket.IO learns of it).
         """
-        body: dict[str, Any] = {"status": "running", "progress": float(progress)}
+        body: dict[str, Any] = {"status": TaskStatus.RUNNING, "progress": float(progress)}
         if message is not None:
             body["progress_message"] = message
         answer = self._api.update_task(task.task_id, body)
-        if answer.get("status") == "cancelled" and not task.cancelled.is_set():
+        if answer.get("status") == TaskStatus.CANCELLED and not task.cancelled.is_set():
             logger.info("Task %s was cancelled (seen in a progress answer)", task.task_id)
             task.cancelled.set()
 
@@ -301,7 +301,7 @@ class TaskRunner:
             return
         try:
             extra = None if result is None else {"result": result}
-            self.transition(task.task_id, "completed", extra=extra)
+            self.transition(task.task_id, TaskStatus.COMPLETED, extra=extra)
         except Conflict as exc:
             if task.cancelled.is_set():
                 logger.info("Task %s was cancelled; its outcome was not recorded", task.task_id)

@@ -6,7 +6,7 @@ from typing import Any
 
 from joblib_app.client.handles import TaskHandle
 from joblib_app.client.http import ApiClient
-from joblib_app.client.vocabulary import GLOBAL_ROOM, full_name
+from joblib_app.client.vocabulary import GLOBAL_ROOM, TaskStatus, full_name
 from joblib_app.extension import Extension, category_of
 
 
@@ -32,7 +32,7 @@ class TaskSubmitter:
 
     def cancel_by_id(self, task_id: str) -> dict[str, Any]:
         """Cancel the task ``task_id`` (as its submitter, or the claiming worker's owner)."""
-        return self.api.update_task(task_id, {"status": "cancelled"})
+        return self.api.update_task(task_id, {"status": TaskStatus.CANCELLED})
 
     def get_task(self, task_id: str, *, wait: float | None = None) -> dict[str, Any]:
         """The task as the server has it; with ``wait``, long-poll until it is terminal."""

@@ -8,16 +8,35 @@ which is why the client never imports the server's modules.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 
 GLOBAL_ROOM = "@global"
 """The room of jobs and providers every room sees (registering there needs a superuser)."""
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+class TaskStatus(enum.StrEnum):
+    """A task's status, as the server reports it (``joblib_app.models.TaskStatus``)."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 """Task statuses after which nothing changes any more."""
+
+PROBLEM_TYPE_PREFIX = "/v1/problems/"
+"""What precedes the problem kind in a problem+json ``type``."""
 
 WORKER_NOT_FOUND = "worker-not-found"
 """The problem kind the server answers for a worker it does not know (any more)."""
+
+PROVIDER_ERROR = "provider-error"
+"""The problem kind a provider uploads when its ``read`` raised (readers get a 502)."""
 
 
 def full_name(room_id: str, category: str, name: str) -> str:

@@ -113,4 +113,10 @@ class FileNames(Provider):
         return sorted(p.name for p in handler.iterdir() if p.name.endswith(self.suffix))
 
 
-JOBS = {"Echo": Echo, "Boom": Boom, "Gate": Gate, "Compute": Compute, "Slow": Slow}
+JOBS: dict[str, type[Extension]] = {
+    "Echo": Echo,
+    "Boom": Boom,
+    "Gate": Gate,
+    "Compute": Compute,
+    "Slow": Slow,
+}

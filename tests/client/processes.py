@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 def wait_until(
-    predicate: Callable[[], T], timeout: float, interval: float = 0.02, what: str = ""
+    predicate: Callable[[], T | None], timeout: float, interval: float = 0.02, what: str = ""
 ) -> T:
     """Return the first truthy value of ``predicate()``; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -101,9 +102,12 @@ def test_cancelled_30s_task_stops_promptly(
     slow = Slow(seconds=30, interval=interval, started_path=str(started), stopped_path=str(stopped))
     handle = client.submit(slow, room, job_room=room)
     wait_until(started.exists, 20, what="the slow task started")
-    task = wait_until(
-        lambda: (t := handle.status())["progress"] is not None and t, 10, what="progress"
-    )
+
+    def reported() -> dict[str, Any] | None:
+        task = handle.status()
+        return task if task["progress"] is not None else None
+
+    task = wait_until(reported, 10, what="progress")
     assert task["status"] == "running"
     assert task["progress_message"].startswith("step ")
     began = time.time()

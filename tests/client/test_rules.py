@@ -123,7 +123,7 @@ def test_a_task_claimed_while_closing_is_not_run() -> None:
     state = ManagerState()
     assert state.begin_task()
     state.request_stop()
-    assert state.phase is Phase.STOPPING and state.begin_task()
+    assert state.stopping and state.begin_task()
     state.end_task()
     state.end_task()
     state.close_after_tasks(timeout=1)

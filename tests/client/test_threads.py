@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from joblib_app.client import JobManager
+from joblib_app.client import JobManager, StopCause
 from joblib_app.client.threads import THREAD_PREFIX, OwnedThreads
 from tests.client.conftest import ALICE
 from tests.client.jobs import Echo, FileNames
@@ -51,7 +51,7 @@ def test_no_thread_outlives_a_stop_of_its_own(
     manager.register(Echo, room=room)
     client.api.request("DELETE", f"/workers/{manager.worker_id}")
     assert manager.wait(timeout=10) is True
-    assert manager.stop_reason is not None and "registration gone" in manager.stop_reason
+    assert manager.stop_cause is StopCause.WORKER_GONE
     assert started_since(before) == []
 
 

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from joblib_app.client import ClaimedTask, JobManager
 from tests.client.jobs import JOBS, FileBytes, FileNames
@@ -32,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 
-    def execute(task: ClaimedTask) -> object:
+    def execute(task: ClaimedTask[Any]) -> object:
         return task.run()
 
     manager = JobManager(
