@@ -11,9 +11,8 @@ A manager owns one worker on the server. The parts, one job each:
 - :class:`~joblib_app.client.submitting.TaskSubmitter`: submitting and following tasks;
 - :class:`~joblib_app.client.state.ManagerState`: the state they share.
 
-Threads, all named ``joblib-...`` and joined by :meth:`JobManager.disconnect`: the
-supervisor (from the worker's creation), the claim loops (with ``execute=``, from the first
-registration), and python-socketio's own (its loops and one per received event).
+Threads, all named ``joblib-...`` and joined by :meth:`JobManager.disconnect`: the supervisor,
+the claim loops (with ``execute=``) and python-socketio's own.
 """
 
 from __future__ import annotations
