@@ -5,7 +5,7 @@ Run from the repository root (Redis on 127.0.0.1:6379 for the ``redis`` backend)
     python bench/provider_reads.py [--backend memory|redis|both] [--hits 2000]
                                    [--concurrency 10] [--misses 200] [--rounds 5]
 
-For each backend it serves ``tests.host:app`` with uvicorn (SQLite; with Redis: notifier,
+For each backend it serves ``tests.support.host:app`` with uvicorn (SQLite; with Redis: notifier,
 Socket.IO manager and result backend on Redis), registers a provider and connects a
 python-socketio client that answers every ``provider_request`` at once. Then, in one run:
 
@@ -31,8 +31,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.provider_acceptance.support import Api, FakeProvider, new_room, serve, unique
-from tests.services import REDIS_URL, port_open
+from tests.support.providers import Api, FakeProvider, new_room, serve, unique
+from tests.support.services import REDIS_URL, port_open
 
 HIT_TARGET = 0.7
 MISS_P50_TARGET_MS = 20.0

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.services import require_postgres, require_redis
+from tests.support.services import require_postgres, require_redis
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.acceptance.support import DATABASES, Api, serve
-from tests.server import ServerProcess
+from tests.support.api import DATABASES, Api, serve
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module", params=DATABASES)

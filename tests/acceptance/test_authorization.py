@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.acceptance.support import ADMIN, ALICE, BOB, Api, assert_problem, new_room, unique
+from tests.support.api import ADMIN, ALICE, BOB, Api, assert_problem, new_room, unique
 
 ACTORS = {"alice": ALICE, "bob": BOB, "admin": ADMIN}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.support import (
+from tests.support.api import (
     ALICE,
     DATABASES,
     database,
@@ -22,7 +22,7 @@ from tests.acceptance.support import (
     serve,
     server_env,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 TASKS = 2000
 CLAIMERS = 32

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.support import (
+from tests.support.api import (
     ADMIN,
     ALICE,
     BOB,
@@ -24,9 +24,9 @@ from tests.acceptance.support import (
     serve,
     unique,
 )
-from tests.internal_jobs import GREET, WAIT
-from tests.realtime_acceptance.support import EventLog, Room, connect, http, waiting
-from tests.server import ServerProcess
+from tests.support.internal_jobs import GREET, WAIT
+from tests.support.realtime import EventLog, Room, connect, http, waiting
+from tests.support.server import ServerProcess
 
 # Without a notification a claim long-poll wakes only on its 5 s safety re-check.
 WAKE_BOUND = 1.0

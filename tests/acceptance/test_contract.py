@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.acceptance.support import (
+from tests.support.api import (
     ADMIN,
     ALICE,
     BOB,

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.acceptance.support import ALICE, DATABASES, Api, new_room, serve, unique
-from tests.server import ServerProcess
+from tests.support.api import ALICE, DATABASES, Api, new_room, serve, unique
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module", params=DATABASES)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.acceptance.support import (
+from tests.support.api import (
     DATABASES,
     Api,
     assert_problem,
@@ -23,8 +23,8 @@ from tests.acceptance.support import (
     server_env,
     unique,
 )
-from tests.realtime_acceptance.support import waiting
-from tests.server import ServerProcess
+from tests.support.realtime import waiting
+from tests.support.server import ServerProcess
 
 # Below the claim long-poll's 5 s safety re-check, so only the deletion can end it in time.
 SWEPT_BOUND = 4.0

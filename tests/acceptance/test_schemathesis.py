@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.support import ADMIN, ALICE, DATABASES, serve
-from tests.server import ServerProcess
+from tests.support.api import ADMIN, ALICE, DATABASES, serve
+from tests.support.server import ServerProcess
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 CHECKS = ",".join(
