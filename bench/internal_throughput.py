@@ -26,8 +26,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.support.processes import TaskiqWorker
 from tests.support.server import ServerProcess
-from tests.support.taskiq_workers import TaskiqWorker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ADMIN = {"Authorization": "Bearer admin"}

@@ -31,7 +31,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.providers import Api, FakeProvider, new_room, serve, unique
+from tests.support.api import Api
+from tests.support.names import new_room, unique
+from tests.support.providers import FakeProvider, serve_providers
 from tests.support.services import REDIS_URL, port_open
 
 HIT_TARGET = 0.7
@@ -62,13 +64,16 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 async def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, float]:
     redis_url = REDIS_URL if backend == "redis" else None
-    with tempfile.TemporaryDirectory() as workdir, serve(Path(workdir), redis_url=redis_url) as srv:
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        serve_providers(Path(workdir), redis_url=redis_url) as srv,
+    ):
         limits = httpx.Limits(max_connections=args.concurrency)
         headers = {"Authorization": "Bearer user:alice"}
         async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as http:
             api = Api(http, srv)
             room = new_room()
-            provider = await api.register(room, unique(), category="data")
+            provider = await api.register_provider(room, unique(), category="data")
             answer = b'{"positions":[[0,0,0],[1,1,1]],"numbers":[1,8]}'
             async with FakeProvider(srv, provider, answer=lambda _: answer):
                 read_url = f"{srv.base}/rooms/{room}/providers/{provider['full_name']}"

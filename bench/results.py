@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rawhttp import RawConnection  # noqa: E402
-from tests.support.api import postgres_database  # noqa: E402
+from tests.support.databases import postgres_database  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
 TOKEN = "user:bench"

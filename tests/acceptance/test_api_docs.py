@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.support.api import ALICE, PROBLEM, serve
-from tests.support.server import ServerProcess
+from tests.support.names import ALICE, PROBLEM
+from tests.support.server import ServerProcess, serve
 from tests.support.services import require_chromium
 
 MOUNT = "/apps/jobs"

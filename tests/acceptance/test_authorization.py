@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.api import ADMIN, ALICE, BOB, Api, assert_problem, new_room, unique
+from tests.support.api import Api
+from tests.support.names import ADMIN, ALICE, BOB, assert_problem, new_room, unique
 
 ACTORS = {"alice": ALICE, "bob": BOB, "admin": ADMIN}
 

@@ -14,15 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.api import (
-    ALICE,
-    DATABASES,
-    database,
-    new_room,
-    serve,
-    server_env,
-)
-from tests.support.server import ServerProcess
+from tests.support.databases import DATABASES, database
+from tests.support.names import ALICE, new_room
+from tests.support.server import ServerProcess, serve, server_env
 
 TASKS = 2000
 CLAIMERS = 32

@@ -12,16 +12,9 @@ from datetime import datetime
 
 import pytest
 
-from tests.support.api import (
-    ADMIN,
-    ALICE,
-    BOB,
-    BODY_LIMIT,
-    Api,
-    assert_problem,
-    new_room,
-    unique,
-)
+from tests.support.api import Api
+from tests.support.names import ADMIN, ALICE, BOB, assert_problem, new_room, unique
+from tests.support.server import BODY_LIMIT
 
 MOUNT = "/custom/mount/joblib"
 STATUSES = ("pending", "claimed", "running", "completed", "failed", "cancelled")

@@ -28,21 +28,20 @@ import redis
 import socketio
 import websockets
 
-from tests.support.api import (
+from tests.support.api import Api, ask_pending
+from tests.support.databases import DATABASES
+from tests.support.names import (
     ADMIN,
     ALICE,
     BOB,
-    DATABASES,
     PROBLEM,
-    Api,
     assert_problem,
     new_room,
-    serve,
+    request_hash,
     unique,
 )
-from tests.support.providers import ask_pending, request_hash
 from tests.support.realtime import socketio_path
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, serve
 from tests.support.services import delete_redis_prefix, require_redis
 
 CACHE_MAX_BYTES = 16 * 1_048_576

@@ -1,113 +1,21 @@
-"""Helpers of the REST acceptance tests: databases, servers and a small HTTP client."""
+"""HTTP clients of the suite: the ``Api`` wrapper and one-call helpers on a plain client.
+
+Both work on anything :class:`Served` (a uvicorn :class:`~tests.support.server.ServerProcess`,
+a provider server, or an in-process app behind httpx's ``ASGITransport``).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import uuid
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.support.server import ServerProcess
-from tests.support.services import require_postgres
-
-DATABASES = ("sqlite", "postgres")
-ADMIN = "admin"
-ALICE = "user:alice"
-BOB = "user:bob"
-PROBLEM = "application/problem+json"
-# Small, so that the 413 test needs no big upload; every other body here is far below it.
-BODY_LIMIT = 4096
-
-
-async def _create_database(admin_url: str, name: str) -> None:
-    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for a whole module, dropped afterwards.
-
-    Synchronous (its own event loop) so that module-scoped fixtures can use it.
-    """
-    admin_url = require_postgres()
-    name = f"joblib_accept_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_create_database(admin_url, name))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(_drop_database(admin_url, name))
-
-
-@contextlib.contextmanager
-def database(kind: str, workdir: Path) -> Iterator[str]:
-    """A database URL of ``kind`` (``sqlite`` or ``postgres``), removed afterwards."""
-    if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{workdir / 'joblib.db'}"
-        return
-    with postgres_database() as url:
-        yield url
-
-
-def server_env(database_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "JOBLIB_TEST_DATABASE_URL": database_url,
-        "ZNDRAW_JOBLIB_MAX_REQUEST_BODY_BYTES": str(BODY_LIMIT),
-        **extra,
-    }
-
-
-@contextlib.contextmanager
-def serve(
-    kind: str, workdir: Path, *, mount: str = "/v1/joblib", **extra_env: str
-) -> Iterator[ServerProcess]:
-    """A uvicorn server of the test host on a fresh database of ``kind``."""
-    with (
-        database(kind, workdir) as url,
-        ServerProcess(
-            server_env(url, **extra_env), mount=mount, log_path=workdir / "server.log"
-        ) as server,
-    ):
-        yield server
-
-
-def new_room() -> str:
-    return f"r{uuid.uuid4().hex[:12]}"
-
-
-def unique(prefix: str = "j") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def auth(token: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``extra`` headers plus a bearer ``token``; ``None`` sends no Authorization at all."""
-    headers = dict(extra or {})
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
+from tests.support.names import ALICE, assert_problem, auth, request_hash
 
 
 class Served(Protocol):
-    """All :class:`BaseApi` needs of a server: the URL the joblib app is mounted at."""
+    """All :class:`Api` needs of a server: the URL the joblib app is mounted at."""
 
     @property
     def base(self) -> str: ...
@@ -117,7 +25,7 @@ class Served(Protocol):
 ServerT = TypeVar("ServerT", bound=Served)
 
 
-class BaseApi(Generic[ServerT]):
+class Api(Generic[ServerT]):
     """A thin async HTTP client bound to one server; each call's ``token`` picks the caller."""
 
     def __init__(self, client: httpx.AsyncClient, server: ServerT) -> None:
@@ -151,7 +59,101 @@ class BaseApi(Generic[ServerT]):
     async def create_worker(self, token: str = ALICE) -> str:
         response = await self.request("POST", "/workers", token)
         assert response.status_code == 201, response.text
-        return response.json()["id"]
+        return str(response.json()["id"])
+
+    # Jobs and tasks.
+
+    async def register(
+        self,
+        room: str,
+        name: str,
+        token: str = ALICE,
+        *,
+        category: str = "modifiers",
+        schema: dict[str, Any] | None = None,
+        worker_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Register job ``{category}:{name}`` in ``room``; the job."""
+        body: dict[str, Any] = {"category": category, "name": name, "schema": schema or {}}
+        if worker_id is not None:
+            body["worker_id"] = worker_id
+        response = await self.request("PUT", f"/rooms/{room}/jobs", token, json=body)
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
+
+    async def submit(
+        self, room: str, job: str, token: str = ALICE, payload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        response = await self.request(
+            "POST", f"/rooms/{room}/tasks/{job}", token, json={"payload": payload or {}}
+        )
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    async def claim(self, worker_id: str, token: str = ALICE) -> dict[str, Any] | None:
+        response = await self.request("POST", "/tasks/claim", token, json={"worker_id": worker_id})
+        assert response.status_code == 200, response.text
+        task: dict[str, Any] | None = response.json()["task"]
+        return task
+
+    async def patch_task(
+        self, task_id: str, status: str, token: str = ALICE, error: str | None = None
+    ) -> httpx.Response:
+        body: dict[str, Any] = {"status": status}
+        if error is not None:
+            body["error"] = error
+        return await self.request("PATCH", f"/tasks/{task_id}", token, json=body)
+
+    async def task(self, task_id: str, token: str = ALICE) -> dict[str, Any]:
+        response = await self.request("GET", f"/tasks/{task_id}", token)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    # Providers.
+
+    async def put_provider(
+        self,
+        room: str,
+        name: str,
+        token: str = ALICE,
+        *,
+        category: str = "files",
+        content_type: str = "application/json",
+        schema: dict[str, Any] | None = None,
+        worker_id: str | None = None,
+    ) -> httpx.Response:
+        body: dict[str, Any] = {
+            "category": category,
+            "name": name,
+            "schema": schema or {},
+            "content_type": content_type,
+        }
+        if worker_id is not None:
+            body["worker_id"] = worker_id
+        return await self.request("PUT", f"/rooms/{room}/providers", token, json=body)
+
+    async def register_provider(
+        self, room: str, name: str, token: str = ALICE, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Register provider ``{category}:{name}`` in ``room``; the provider."""
+        response = await self.put_provider(room, name, token, **kwargs)
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
+
+    async def read(
+        self,
+        room: str,
+        full_name: str,
+        params: Mapping[str, str] | None = None,
+        token: str = ALICE,
+        *,
+        wait: float | None = None,
+    ) -> httpx.Response:
+        """Read a provider, with ``Prefer: wait`` when ``wait`` is given."""
+        headers = {"Prefer": f"wait={wait:g}"} if wait is not None else None
+        return await self.request(
+            "GET", f"/rooms/{room}/providers/{full_name}", token, params=params, headers=headers
+        )
 
     async def upload(
         self, provider_id: str, digest: str, data: bytes, token: str = ALICE
@@ -166,63 +168,79 @@ class BaseApi(Generic[ServerT]):
         )
 
 
-class Api(BaseApi[ServerProcess]):
-    """The REST client of the job and task tests."""
-
-    async def register(
-        self,
-        room: str,
-        name: str,
-        token: str = ALICE,
-        *,
-        category: str = "modifiers",
-        schema: dict | None = None,
-        worker_id: str | None = None,
-    ) -> dict:
-        body: dict[str, Any] = {"category": category, "name": name, "schema": schema or {}}
-        if worker_id is not None:
-            body["worker_id"] = worker_id
-        response = await self.request("PUT", f"/rooms/{room}/jobs", token, json=body)
-        assert response.status_code in (200, 201), response.text
-        return response.json()
-
-    async def submit(
-        self, room: str, job: str, token: str = ALICE, payload: dict | None = None
-    ) -> dict:
-        response = await self.request(
-            "POST", f"/rooms/{room}/tasks/{job}", token, json={"payload": payload or {}}
-        )
-        assert response.status_code == 202, response.text
-        return response.json()
-
-    async def claim(self, worker_id: str, token: str = ALICE) -> dict | None:
-        response = await self.request("POST", "/tasks/claim", token, json={"worker_id": worker_id})
-        assert response.status_code == 200, response.text
-        return response.json()["task"]
-
-    async def patch_task(
-        self, task_id: str, status: str, token: str = ALICE, error: str | None = None
-    ) -> httpx.Response:
-        body: dict[str, Any] = {"status": status}
-        if error is not None:
-            body["error"] = error
-        return await self.request("PATCH", f"/tasks/{task_id}", token, json=body)
-
-    async def task(self, task_id: str, token: str = ALICE) -> dict:
-        response = await self.request("GET", f"/tasks/{task_id}", token)
-        assert response.status_code == 200, response.text
-        return response.json()
+async def ask_pending(api: Api[Any], room: str, full_name: str, params: Mapping[str, str]) -> str:
+    """Read ``params`` once with no wait (``504``: nobody answers), so that the server
+    expects an upload for that request; its request hash."""
+    response = await api.request(
+        "GET", f"/rooms/{room}/providers/{full_name}", params=params, headers={"Prefer": "wait=0"}
+    )
+    assert_problem(response, 504, "provider-timeout")
+    return request_hash(params)[1]
 
 
-def assert_problem(response: httpx.Response, status: int, kind: str | None = None) -> dict:
-    """Check an RFC 9457 answer and return its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body = response.json()
-    assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str)
-    assert body["type"].startswith("/v1/problems/")
-    if kind is not None:
-        assert body["type"] == f"/v1/problems/{kind}", body
-    return body
+def http(where: Served | str, token: str | None, seconds: float = 30) -> httpx.AsyncClient:
+    """An HTTP client on a server's joblib mount (or a base URL), as ``token`` (if any)."""
+    base = where if isinstance(where, str) else where.base
+    return httpx.AsyncClient(base_url=base, headers=auth(token), timeout=seconds)
+
+
+async def register_job(
+    api: httpx.AsyncClient, room_id: str, name: str, worker_id: str | None = None
+) -> dict[str, Any]:
+    """Register ``modifiers:{name}`` in ``room_id`` (a new worker unless one is given)."""
+    body: dict[str, Any] = {"category": "modifiers", "name": name, "schema": {"x": 1}}
+    if worker_id is not None:
+        body["worker_id"] = worker_id
+    response = await api.put(f"/rooms/{room_id}/jobs", json=body)
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())
+
+
+async def submit(api: httpx.AsyncClient, room_id: str, job_full_name: str) -> dict[str, Any]:
+    """Submit a task with an empty payload; the 202 body."""
+    response = await api.post(f"/rooms/{room_id}/tasks/{job_full_name}", json={"payload": {}})
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+async def claim(api: httpx.AsyncClient, worker_id: str, **headers: str) -> dict[str, Any] | None:
+    """Claim once for ``worker_id``; the task or None."""
+    response = await api.post("/tasks/claim", json={"worker_id": worker_id}, headers=headers)
+    assert response.status_code == 200, response.text
+    task: dict[str, Any] | None = response.json()["task"]
+    return task
+
+
+async def set_status(api: httpx.AsyncClient, task_id: str, status: str) -> dict[str, Any]:
+    """PATCH the task's status; the updated task."""
+    response = await api.patch(f"/tasks/{task_id}", json={"status": status})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def task_counts(
+    api: httpx.AsyncClient, room_id: str, expected: dict[str, int]
+) -> dict[str, int]:
+    """Stuck, wrongly failed, lost and duplicated tasks of a room, against ``expected``
+    (task id to how many times it was run)."""
+    listed = (await api.get(f"/rooms/{room_id}/tasks?limit=500")).json()["items"]
+    by_id = {task["id"]: task for task in listed}
+    return {
+        "stuck": sum(t["status"] in ("pending", "claimed", "running") for t in listed),
+        "failed": sum(t["status"] == "failed" for t in listed),
+        "lost": sum(task_id not in by_id for task_id in expected),
+        "duplicated": sum(runs > 1 for runs in expected.values()),
+    }
+
+
+async def post_task(
+    api: httpx.AsyncClient,
+    room_id: str,
+    job: str,
+    payload: dict[str, Any],
+    token: str = ALICE,
+) -> httpx.Response:
+    """``POST /rooms/{room_id}/tasks/{job}`` with ``payload`` as ``token``; the raw answer."""
+    return await api.post(
+        f"/rooms/{room_id}/tasks/{job}", json={"payload": payload}, headers=auth(token)
+    )

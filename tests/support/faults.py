@@ -1,18 +1,11 @@
-"""Fault injection for the fault tests: a loopback proxy that loses answers, task counts."""
+"""Fault injection for the fault tests: a loopback proxy that loses answers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
-
-from tests.support.realtime import new_room, register_job
 from tests.support.server import ServerProcess
-
-__all__ = ["DropAnswersProxy", "new_room", "register_job", "task_counts", "wait_status"]
 
 
 class DropAnswersProxy:
@@ -62,39 +55,3 @@ class DropAnswersProxy:
                 w.close()
                 with contextlib.suppress(OSError):
                     await w.wait_closed()
-
-
-async def wait_status(
-    api: httpx.AsyncClient, task_id: str, status: str, within: float
-) -> dict[str, Any]:
-    """The task once it has ``status``; fails after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            task = (await api.get(f"/tasks/{task_id}")).json()
-            if task["status"] == status:
-                return task
-            await asyncio.sleep(0.05)
-
-
-async def task_counts(
-    api: httpx.AsyncClient, room_id: str, expected: dict[str, int]
-) -> dict[str, int]:
-    """Stuck, wrongly failed, lost and duplicated tasks of a room, against ``expected``
-    (task id to how many times it was run)."""
-    listed = (await api.get(f"/rooms/{room_id}/tasks?limit=500")).json()["items"]
-    by_id = {task["id"]: task for task in listed}
-    return {
-        "stuck": sum(t["status"] in ("pending", "claimed", "running") for t in listed),
-        "failed": sum(t["status"] == "failed" for t in listed),
-        "lost": sum(task_id not in by_id for task_id in expected),
-        "duplicated": sum(runs > 1 for runs in expected.values()),
-    }
-
-
-@contextlib.asynccontextmanager
-async def client(base: str, token: str, seconds: float = 30) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on ``base`` authenticated with ``token``."""
-    async with httpx.AsyncClient(
-        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=seconds
-    ) as http:
-        yield http

@@ -1,41 +1,35 @@
-"""Clients of the real-time acceptance tests: HTTP, Socket.IO event logs, worker processes."""
+"""Socket.IO clients of the suite: an event log that follows rooms, and a room barrier."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
-import uuid
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import httpx
 import socketio
 
-from tests.support.server import ROOT, ServerProcess
+from tests.support.api import submit
+from tests.support.names import ALICE, new_room
+from tests.support.waiting import wait_until
 
-WORKER_SCRIPT = Path(__file__).with_name("worker_proc.py")
 EVENT_TIMEOUT = 5.0
 
-Event = tuple[str, dict[str, Any]]
+Event = tuple[str, Any]
 
 
-def new_room() -> str:
-    """A room id of the calling test's own."""
-    return f"rt{uuid.uuid4().hex[:12]}"
+class Reachable(Protocol):
+    """What a Socket.IO client needs of a server: its origin and the app's mount path."""
+
+    @property
+    def origin(self) -> str: ...
+
+    @property
+    def mount(self) -> str: ...
 
 
-def http(server: ServerProcess, token: str | None) -> httpx.AsyncClient:
-    """An HTTP client on the joblib mount, authenticated as ``token`` (if any)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(base_url=server.base, headers=headers, timeout=30)
-
-
-def socketio_path(server: ServerProcess) -> str:
+def socketio_path(server: Reachable) -> str:
     """The Socket.IO path of the mounted sub-app, as python-socketio's client wants it."""
     return server.mount.strip("/") + "/socket.io"
 
@@ -59,7 +53,7 @@ class EventLog:
             await hook(name, data)
 
     async def connect(
-        self, server: ServerProcess, token: str | None, *, in_header: bool = False
+        self, server: Reachable, token: str | None, *, in_header: bool = False
     ) -> EventLog:
         """Connect over websocket, with the token in the auth payload or in the headers."""
         kwargs: dict[str, Any] = {}
@@ -84,6 +78,26 @@ class EventLog:
         """Follow ``room:{room_id}`` as a frontend; the server must accept."""
         answer = await self.call("join_room", {"room_id": room_id})
         assert answer == {"status": "ok"}, answer
+
+    def named(self, name: str) -> list[Any]:
+        """Payloads of the events received so far named ``name``, in arrival order."""
+        return [data for event, data in self.events if event == name]
+
+    def statuses(self, task_id: str) -> list[str]:
+        """The statuses of ``task_status_event`` received so far for ``task_id``."""
+        return [data["status"] for data in self.matching("task_status_event", id=task_id)]
+
+    async def wait_for_count(self, name: str, count: int = 1, within: float = 10.0) -> list[Any]:
+        """Payloads of events named ``name`` once at least ``count`` arrived."""
+        await wait_until(lambda: len(self.named(name)) >= count, within, f"{count} {name}")
+        return self.named(name)
+
+    async def wait_for_status(self, task_id: str, status: str, within: float = 20) -> None:
+        """Return once a ``task_status_event`` of ``task_id`` said ``status``."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: status in self.statuses(task_id)), within
+            )
 
     def matching(self, name: str, **fields: Any) -> list[dict[str, Any]]:
         """Payloads of the events received so far named ``name`` whose fields match."""
@@ -112,9 +126,20 @@ class EventLog:
         await self.client.disconnect()
 
 
-async def connect(server: ServerProcess, token: str | None, **kwargs: Any) -> EventLog:
+async def connect(server: Reachable, token: str | None, **kwargs: Any) -> EventLog:
     """A connected :class:`EventLog` (see :meth:`EventLog.connect` for ``kwargs``)."""
     return await EventLog().connect(server, token, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def following(server: Reachable, room_id: str, token: str = ALICE) -> AsyncIterator[EventLog]:
+    """An :class:`EventLog` following ``room:{room_id}`` as a frontend, closed afterwards."""
+    log = await connect(server, token)
+    try:
+        await log.join_room(room_id)
+        yield log
+    finally:
+        await log.disconnect()
 
 
 class Room:
@@ -149,87 +174,3 @@ class Room:
         task = await submit(self.api, self.id, self.barrier_job)
         for log in logs:
             await log.wait_for("task_status_event", id=task["id"])
-
-
-async def register_job(
-    api: httpx.AsyncClient, room_id: str, name: str, worker_id: str | None = None
-) -> dict[str, Any]:
-    """Register ``modifiers:{name}`` in ``room_id`` (a new worker unless one is given)."""
-    body: dict[str, Any] = {"category": "modifiers", "name": name, "schema": {"x": 1}}
-    if worker_id is not None:
-        body["worker_id"] = worker_id
-    response = await api.put(f"/rooms/{room_id}/jobs", json=body)
-    assert response.status_code in (200, 201), response.text
-    return response.json()
-
-
-async def submit(api: httpx.AsyncClient, room_id: str, job_full_name: str) -> dict[str, Any]:
-    """Submit a task with an empty payload; the 202 body."""
-    response = await api.post(f"/rooms/{room_id}/tasks/{job_full_name}", json={"payload": {}})
-    assert response.status_code == 202, response.text
-    return response.json()
-
-
-async def claim(api: httpx.AsyncClient, worker_id: str, **headers: str) -> dict[str, Any] | None:
-    """Claim once for ``worker_id``; the task or None."""
-    response = await api.post("/tasks/claim", json={"worker_id": worker_id}, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()["task"]
-
-
-async def set_status(api: httpx.AsyncClient, task_id: str, status: str) -> dict[str, Any]:
-    """PATCH the task's status; the updated task."""
-    response = await api.patch(f"/tasks/{task_id}", json={"status": status})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def waiting(server: ServerProcess, channel: str, within: float = 5.0) -> None:
-    """Return once a long-poll of ``server`` is listening on notifier ``channel``
-    (``task:{id}`` or ``job:{full_name}``), so a change made next must wake it."""
-    async with httpx.AsyncClient(base_url=server.origin, timeout=within) as client:
-        async with asyncio.timeout(within):
-            while True:
-                answer = await client.get(f"/joblib-waiters/{channel}")
-                if answer.json()["count"] > 0:
-                    return
-                await asyncio.sleep(0.005)
-
-
-class WorkerProcess:
-    """``worker_proc.py`` in a subprocess: a worker that registered a job and holds a
-    running task, then waits to be killed. ``mode`` is ``http`` (no Socket.IO at all) or
-    ``socketio`` (it also joined its job room, so the server remembers it on the socket).
-    """
-
-    def __init__(self, server: ServerProcess, room_id: str, mode: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER_SCRIPT), server.base, room_id, mode],
-            cwd=str(ROOT),
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.info: dict[str, str] = {}
-
-    async def ready(self, within: float = 20.0) -> dict[str, str]:
-        """Worker id, job and task id, once the task is running."""
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), within)
-        assert line, f"worker process exited with {self.process.poll()}"
-        self.info = json.loads(line)
-        return self.info
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye, no DELETE /workers, no Socket.IO disconnect packet."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=5)
-
-    def close(self) -> None:
-        """Kill the process if it still runs and close its pipes."""
-        if self.process.poll() is None:
-            self.kill()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()

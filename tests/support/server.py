@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
 
+from tests.support.databases import database, sqlite_url
+
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 60.0
+# Small, so that the 413 test needs no big upload; every other body of the REST tests is far
+# below it.
+BODY_LIMIT = 4096
+# A dropped connection's workers are cleaned up after this (the default 10 s would make the
+# tests of that cleanup slow).
+RECONNECT_GRACE = {"ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2"}
 
 
 def free_port() -> int:
@@ -48,31 +57,32 @@ class ServerProcess:
         self.graceful_shutdown = graceful_shutdown
 
     def start(self) -> ServerProcess:
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         graceful = (
             []
             if self.graceful_shutdown is None
             else ["--timeout-graceful-shutdown", f"{self.graceful_shutdown:g}"]
         )
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                self.app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *graceful,
-                "--log-level",
-                "warning",
-            ],
-            env=self.env,
-            cwd=str(ROOT),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # The child writes to its own copy of the descriptor: the parent's is closed at once.
+        with open(self.log_path, "ab") if self.log_path else open(os.devnull, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    self.app,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    *graceful,
+                    "--log-level",
+                    "warning",
+                ],
+                env=self.env,
+                cwd=str(ROOT),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             self.wait_ready()
         except BaseException:
@@ -111,3 +121,40 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def sqlite_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a test host on a SQLite file in ``workdir``, plus ``extra``."""
+    return {"JOBLIB_TEST_DATABASE_URL": sqlite_url(workdir), **extra}
+
+
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of the REST tests' host: ``database_url`` and a small body limit."""
+    return {
+        "JOBLIB_TEST_DATABASE_URL": database_url,
+        "ZNDRAW_JOBLIB_MAX_REQUEST_BODY_BYTES": str(BODY_LIMIT),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def serve(
+    kind: str, workdir: Path, *, mount: str = "/v1/joblib", **extra_env: str
+) -> Iterator[ServerProcess]:
+    """A uvicorn server of the test host on a fresh database of ``kind``."""
+    with (
+        database(kind, workdir) as url,
+        ServerProcess(
+            server_env(url, **extra_env), mount=mount, log_path=workdir / "server.log"
+        ) as server,
+    ):
+        yield server
+
+
+def start_internal_server(
+    env: Mapping[str, str], workdir: Path, name: str = "server"
+) -> ServerProcess:
+    """A started server with the internal test extensions registered."""
+    return ServerProcess(
+        {"JOBLIB_TEST_INTERNAL": "1", **env}, log_path=workdir / f"{name}.log"
+    ).start()

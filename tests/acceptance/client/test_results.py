@@ -15,7 +15,7 @@ from joblib_app.client import JobManager, TaskCancelled, TaskFailed
 from tests.acceptance.client.conftest import ALICE, FAST_SWEEP
 from tests.acceptance.client.jobs import Boom, Compute, Gate, Slow
 from tests.acceptance.client.processes import WorkerProcess, wait_until
-from tests.support.api import DATABASES, database
+from tests.support.databases import DATABASES, database
 from tests.support.server import ServerProcess
 
 # The cancelled line the SDK logs (at INFO) when the final report of a cancelled task is

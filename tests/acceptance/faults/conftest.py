@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.api import DATABASES, database
+from tests.support.databases import DATABASES, database
 from tests.support.server import ServerProcess
 
 CLAIM_LEASE = 1.0

@@ -15,16 +15,12 @@ import time
 import httpx
 
 from tests.acceptance.faults.conftest import CLAIM_LEASE
-from tests.support.faults import (
-    DropAnswersProxy,
-    client,
-    new_room,
-    register_job,
-    task_counts,
-    wait_status,
-)
-from tests.support.realtime import EventLog, connect, submit
+from tests.support.api import http, register_job, submit, task_counts
+from tests.support.faults import DropAnswersProxy
+from tests.support.names import new_room
+from tests.support.realtime import EventLog, connect
 from tests.support.server import ServerProcess
+from tests.support.waiting import wait_status
 
 ALICE = "user:alice"
 # Sweeper period and scheduling on a busy machine.
@@ -51,13 +47,13 @@ async def test_lost_claim_answer_returns_the_task_to_the_head_of_its_queue(
     events: EventLog = await connect(server, ALICE)
     try:
         await events.join_room(room)
-        async with client(server.base, ALICE) as api, DropAnswersProxy(server.port) as proxy:
+        async with http(server.base, ALICE) as api, DropAnswersProxy(server.port) as proxy:
             job = await register_job(api, room, "Lease")
             worker = job["worker_id"]
             first = await submit(api, room, job["full_name"])
             second = await submit(api, room, job["full_name"])
             # The claim is made, but its answer never reaches the worker.
-            async with client(proxy.base(server), ALICE) as lossy:
+            async with http(proxy.base(server), ALICE) as lossy:
                 try:
                     await lossy.post("/tasks/claim", json={"worker_id": worker})
                     raise AssertionError("the proxy should have lost the answer")
@@ -95,7 +91,7 @@ async def test_lost_claim_answer_returns_the_task_to_the_head_of_its_queue(
 
 async def test_requeued_claim_announces_task_available(server: ServerProcess) -> None:
     room = new_room()
-    async with client(server.base, ALICE) as api:
+    async with http(server.base, ALICE) as api:
         job = await register_job(api, room, "Announce")
         worker = job["worker_id"]
         events: EventLog = await connect(server, ALICE)
@@ -129,7 +125,7 @@ with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, t
 
 async def test_killed_long_polling_worker_claims_nothing(server: ServerProcess) -> None:
     room = new_room()
-    async with client(server.base, ALICE) as api:
+    async with http(server.base, ALICE) as api:
         job = await register_job(api, room, "Abandoned")
         channel = f"job:{job['full_name']}"
         process = await asyncio.create_subprocess_exec(

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.support.api import postgres_database
-from tests.support.faults import client, new_room, register_job, task_counts
+from tests.support.api import http, register_job, task_counts
+from tests.support.databases import postgres_database
+from tests.support.names import new_room
 from tests.support.server import ServerProcess
 from tests.support.services import POSTGRES_ADMIN_URL
 
@@ -81,7 +82,7 @@ async def test_terminated_connections_answer_no_500(pg_server: tuple[ServerProce
     room = new_room()
     statuses: list[int] = []
     runs: dict[str, int] = {}
-    async with client(server.base, ALICE) as api:
+    async with http(server.base, ALICE) as api:
         job = await register_job(api, room, "Sturdy")
         name, worker = job["full_name"], job["worker_id"]
 

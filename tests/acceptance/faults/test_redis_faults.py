@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.api import postgres_database
-from tests.support.faults import client, new_room, register_job, task_counts
-from tests.support.providers import RedisServer
+from tests.support.api import http, register_job, task_counts
+from tests.support.databases import postgres_database
+from tests.support.names import new_room
+from tests.support.processes import RedisServer
 from tests.support.realtime import EventLog, connect
 from tests.support.server import ServerProcess
 
@@ -81,7 +82,7 @@ async def test_hung_then_dead_redis_never_blocks_the_task_path(
     frontend = await connect(b, ALICE)
     try:
         await frontend.join_room(room)
-        async with client(a.base, ALICE, 10) as api_a, client(b.base, ALICE, 10) as api_b:
+        async with http(a.base, ALICE, 10) as api_a, http(b.base, ALICE, 10) as api_b:
             job = await register_job(api_a, room, "Steady")
             worker, name = job["worker_id"], job["full_name"]
             assert await _crosses(frontend, api_a, room, name, within=10)

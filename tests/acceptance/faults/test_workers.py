@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 
-from tests.support.faults import client, new_room, task_counts, wait_status
-from tests.support.realtime import EventLog, connect, submit
+from tests.support.api import http, submit, task_counts
+from tests.support.names import new_room
+from tests.support.realtime import EventLog, connect
 from tests.support.server import ServerProcess
+from tests.support.waiting import wait_status
 
 ALICE = "user:alice"
 GRACE = 1.5
@@ -65,7 +67,7 @@ async def test_worker_reattaching_within_the_grace_period_completes_its_task(
     server: ServerProcess,
 ) -> None:
     room = new_room()
-    async with client(server.base, ALICE) as api:
+    async with http(server.base, ALICE) as api:
         job = await _register(api, room, "Blip")
         link = await _attach(server, job)
         task = await _running(api, room, job)
@@ -91,7 +93,7 @@ async def test_dropped_worker_is_cleaned_up_after_the_grace_period(
     server: ServerProcess,
 ) -> None:
     room = new_room()
-    async with client(server.base, ALICE) as api:
+    async with http(server.base, ALICE) as api:
         once = await _register(api, room, "Once")
         twice = await _register(api, room, "Twice", max_attempts=2)
         link = await _attach(server, once)
@@ -125,7 +127,7 @@ async def test_run_longer_than_its_timeout_is_requeued_then_failed(
     server: ServerProcess,
 ) -> None:
     room = new_room()
-    async with client(server.base, ALICE) as api:
+    async with http(server.base, ALICE) as api:
         job = await _register(api, room, "Slow", max_attempts=2, timeout_seconds=0.5)
         first = await _running(api, room, job)
 
@@ -147,7 +149,7 @@ async def test_run_longer_than_its_timeout_is_requeued_then_failed(
 
 async def test_registration_bounds_the_retry_policy(server: ServerProcess) -> None:
     room = new_room()
-    async with client(server.base, ALICE) as api:
+    async with http(server.base, ALICE) as api:
         for policy in ({"max_attempts": 0}, {"max_attempts": 101}, {"timeout_seconds": 0}):
             body = {"category": "modifiers", "name": "Bounded", "schema": {}, **policy}
             response = await api.put(f"/rooms/{room}/jobs", json=body)

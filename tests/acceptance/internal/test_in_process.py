@@ -9,25 +9,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.internal.conftest import (
-    ADMIN,
-    ALICE,
-    OpenRoomEvents,
-    auth,
-    new_room,
-    sqlite_env,
-    start_server,
-    submit,
-    wait_terminal,
-)
+from tests.support.api import post_task
+from tests.support.fixtures import OpenRoomEvents
 from tests.support.internal_jobs import EXPLODE, GREET, WAIT, Greet
-from tests.support.server import ServerProcess
+from tests.support.names import ADMIN, ALICE, auth, new_room
+from tests.support.server import ServerProcess, sqlite_env, start_internal_server
+from tests.support.waiting import wait_terminal
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("internal-inprocess")
-    instance = start_server(sqlite_env(workdir), workdir)
+    instance = start_internal_server(sqlite_env(workdir), workdir)
     yield instance
     instance.stop()
 
@@ -39,7 +32,7 @@ async def test_submit_runs_to_completion_with_status_events(
     events = await room_events(server, room)
     out = tmp_path / "greeting.txt"
 
-    response = await submit(http, room, GREET, {"name": "ada", "out": str(out)})
+    response = await post_task(http, room, GREET, {"name": "ada", "out": str(out)})
 
     assert response.status_code == 202, response.text
     task = response.json()
@@ -74,14 +67,14 @@ async def test_failing_task_is_failed_with_the_error_text(
     room = new_room()
     events = await room_events(server, room)
 
-    task = (await submit(http, room, job, payload)).json()
+    task = (await post_task(http, room, job, payload)).json()
 
     final = await wait_terminal(http, task["id"])
     assert final["status"] == "failed"
     assert error in final["error"]
     await events.wait_for_status(task["id"], "failed")
     assert events.statuses(task["id"]) == ["claimed", "running", "failed"]
-    failed_event = next(e for e in events.events if e["status"] == "failed")
+    failed_event = next(e for e in events.named("task_status_event") if e["status"] == "failed")
     assert error in failed_event["error"]
 
 
@@ -104,7 +97,7 @@ async def test_only_a_superuser_may_update_an_internal_task(
     room = new_room()
     events = await room_events(server, room)
     release = tmp_path / "release"
-    task = (await submit(http, room, WAIT, {"path": str(release)})).json()
+    task = (await post_task(http, room, WAIT, {"path": str(release)})).json()
     await events.wait_for_status(task["id"], "running")
 
     for token in (ALICE, "user:mallory"):
@@ -134,7 +127,7 @@ async def test_job_without_executor_is_503_and_writes_nothing(http: httpx.AsyncC
     assert registered.status_code == 201, registered.text
     room = new_room()
 
-    response = await submit(http, room, f"@internal:modifiers:{name}", {})
+    response = await post_task(http, room, f"@internal:modifiers:{name}", {})
 
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -159,14 +152,12 @@ async def test_no_task_available_is_sent_for_internal_tasks(
     room = new_room()
     try:
         events = await room_events(server, room, token=ADMIN)
-        available: list[dict] = []
-        events.sio.on("task_available", available.append)
-        ack = await events.sio.call("join_job_room", {"job_name": GREET, "worker_id": worker_id})
+        ack = await events.call("join_job_room", {"job_name": GREET, "worker_id": worker_id})
         assert ack == {"status": "ok"}, ack
 
-        task = (await submit(http, room, GREET, {})).json()
+        task = (await post_task(http, room, GREET, {})).json()
         await events.wait_for_status(task["id"], "completed")
 
-        assert available == []
+        assert events.named("task_available") == []
     finally:
         await http.delete(f"/workers/{worker_id}", headers=auth(ADMIN))

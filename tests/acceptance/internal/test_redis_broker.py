@@ -10,19 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.internal.conftest import (
-    ALICE,
-    OpenRoomEvents,
-    auth,
-    new_room,
-    sqlite_env,
-    start_server,
-    submit,
-    wait_terminal,
-)
+from tests.support.api import post_task
+from tests.support.fixtures import OpenRoomEvents
 from tests.support.internal_jobs import EXPLODE, GREET, SLEEP, WAIT
-from tests.support.server import ServerProcess, free_port
-from tests.support.taskiq_workers import TaskiqWorker
+from tests.support.names import ALICE, auth, new_room
+from tests.support.processes import TaskiqWorker
+from tests.support.server import ServerProcess, free_port, sqlite_env, start_internal_server
+from tests.support.waiting import wait_terminal
 
 
 def redis_env(redis_url: str, prefix: str) -> dict[str, str]:
@@ -39,7 +33,9 @@ def server(
 ) -> Iterator[ServerProcess]:
     redis_url, prefix = module_redis_prefix
     workdir = tmp_path_factory.mktemp("internal-redis")
-    instance = start_server({**sqlite_env(workdir), **redis_env(redis_url, prefix)}, workdir)
+    instance = start_internal_server(
+        {**sqlite_env(workdir), **redis_env(redis_url, prefix)}, workdir
+    )
     yield instance
     instance.stop()
 
@@ -68,7 +64,7 @@ async def test_worker_process_runs_task_to_completion(
     events = await room_events(server, room)
     out = tmp_path / "greeting.txt"
 
-    response = await submit(http, room, GREET, {"name": "grace", "out": str(out)})
+    response = await post_task(http, room, GREET, {"name": "grace", "out": str(out)})
 
     assert response.status_code == 202, response.text
     task = response.json()
@@ -89,7 +85,7 @@ async def test_worker_process_reports_failure(
     room = new_room()
     events = await room_events(server, room)
 
-    task = (await submit(http, room, EXPLODE, {"message": "kaboom"})).json()
+    task = (await post_task(http, room, EXPLODE, {"message": "kaboom"})).json()
 
     final = await wait_terminal(http, task["id"])
     assert final["status"] == "failed", (final, worker.output)
@@ -105,7 +101,7 @@ async def test_worker_process_runs_a_30_second_task(
     ``BRPOP`` and the task with it (issue 10, item 13)."""
     room = new_room()
 
-    task = (await submit(http, room, SLEEP, {"seconds": 30})).json()
+    task = (await post_task(http, room, SLEEP, {"seconds": 30})).json()
 
     final = await wait_terminal(http, task["id"], within=60)
     assert final["status"] == "completed", (final, worker.output)
@@ -119,7 +115,7 @@ async def test_worker_process_runs_a_30_second_task(
 async def test_worker_process_drains_a_burst(worker: TaskiqWorker, http: httpx.AsyncClient) -> None:
     room = new_room()
     submitted = await asyncio.gather(
-        *(submit(http, room, GREET, {"name": str(i)}) for i in range(30))
+        *(post_task(http, room, GREET, {"name": str(i)}) for i in range(30))
     )
     ids = [r.json()["id"] for r in submitted]
 
@@ -140,12 +136,12 @@ async def test_broker_unreachable_fails_the_task(
         "JOBLIB_TEST_REDIS_PREFIX": redis_prefix,
         "JOBLIB_TEST_BROKER_REDIS": dead_broker,
     }
-    server = start_server(env, tmp_path)
+    server = start_internal_server(env, tmp_path)
     try:
         room = new_room()
         events = await room_events(server, room)
         async with httpx.AsyncClient(base_url=server.base, timeout=20) as http:
-            response = await submit(http, room, GREET, {"name": "nobody"})
+            response = await post_task(http, room, GREET, {"name": "nobody"})
 
             assert response.status_code == 202, response.text
             task = response.json()
@@ -176,14 +172,14 @@ async def test_sweeper_fails_internal_tasks_no_worker_finishes(
         "ZNDRAW_JOBLIB_INTERNAL_TASK_TIMEOUT_SECONDS": str(timeout),
         "ZNDRAW_JOBLIB_SWEEPER_INTERVAL_SECONDS": "0.2",
     }
-    server = start_server(env, tmp_path)
+    server = start_internal_server(env, tmp_path)
     worker: TaskiqWorker | None = None
     try:
         room = new_room()
         events = await room_events(server, room)
         async with httpx.AsyncClient(base_url=server.base, timeout=20) as http:
             late_out = tmp_path / "late.txt"
-            stale = (await submit(http, room, GREET, {"out": str(late_out)})).json()
+            stale = (await post_task(http, room, GREET, {"out": str(late_out)})).json()
             stale_final = await wait_terminal(http, stale["id"], within=timeout + 15)
             assert stale_final["status"] == "failed"
             assert stale_final["error"] == f"Internal task timed out after {timeout} s"
@@ -193,10 +189,10 @@ async def test_sweeper_fails_internal_tasks_no_worker_finishes(
             worker = TaskiqWorker(server, redis_url, redis_prefix, tmp_path / "worker.log")
             # The queue is FIFO: once this task completes, the worker has taken the stale
             # one too, and the server refused to let it run (409 on running).
-            warmup = (await submit(http, room, GREET, {})).json()
+            warmup = (await post_task(http, room, GREET, {})).json()
             assert (await wait_terminal(http, warmup["id"]))["status"] == "completed", worker.output
             release = tmp_path / "release"
-            task = (await submit(http, room, WAIT, {"path": str(release)})).json()
+            task = (await post_task(http, room, WAIT, {"path": str(release)})).json()
             await events.wait_for_status(task["id"], "running")
 
             worker.kill()

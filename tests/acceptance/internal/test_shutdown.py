@@ -12,16 +12,10 @@ from typing import Any
 
 import httpx
 
-from tests.acceptance.internal.conftest import (
-    ADMIN,
-    auth,
-    new_room,
-    sqlite_env,
-    start_server,
-    submit,
-)
+from tests.support.api import post_task
 from tests.support.internal_jobs import WAIT
-from tests.support.server import ServerProcess
+from tests.support.names import ADMIN, auth, new_room
+from tests.support.server import ServerProcess, sqlite_env, start_internal_server
 
 WITHIN = 20.0
 
@@ -39,7 +33,7 @@ async def _until(condition: Any, what: str, within: float = WITHIN) -> None:
 async def _start_waiting_task(server: ServerProcess, release: Path) -> str:
     """Submit a task that runs until ``release`` exists; return its id once it runs."""
     async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
-        task = (await submit(http, new_room(), WAIT, {"path": str(release)})).json()
+        task = (await post_task(http, new_room(), WAIT, {"path": str(release)})).json()
 
         async def running() -> bool:
             response = await http.get(f"/tasks/{task['id']}", headers=auth(ADMIN))
@@ -64,7 +58,7 @@ async def _exited(server: ServerProcess) -> bool:
 
 async def test_shutdown_waits_for_a_running_internal_task(tmp_path: Path) -> None:
     env = {**sqlite_env(tmp_path), "ZNDRAW_JOBLIB_INTERNAL_SHUTDOWN_GRACE_SECONDS": "60"}
-    server = start_server(env, tmp_path)
+    server = start_internal_server(env, tmp_path)
     release = tmp_path / "release"
     try:
         task_id = await _start_waiting_task(server, release)
@@ -90,7 +84,7 @@ async def test_shutdown_waits_for_a_running_internal_task(tmp_path: Path) -> Non
 
 async def test_task_still_running_after_the_grace_period_is_failed(tmp_path: Path) -> None:
     env = {**sqlite_env(tmp_path), "ZNDRAW_JOBLIB_INTERNAL_SHUTDOWN_GRACE_SECONDS": "0.5"}
-    server = start_server(env, tmp_path)
+    server = start_internal_server(env, tmp_path)
     release = tmp_path / "release"
     database = tmp_path / "joblib.db"
     try:

@@ -11,15 +11,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from joblib_app.models import job_table
 from joblib_app.names import INTERNAL_ROOM
-from tests.acceptance.internal.conftest import (
-    ALICE,
-    auth,
-    new_room,
-    submit,
-    wait_terminal,
-)
+from tests.support.api import post_task
 from tests.support.internal_jobs import GREET, INTERNAL_EXTENSIONS
+from tests.support.names import ALICE, auth, new_room
 from tests.support.server import ServerProcess
+from tests.support.waiting import wait_terminal
 
 
 async def test_two_servers_starting_together_make_one_row_per_extension(
@@ -56,7 +52,7 @@ async def test_two_servers_starting_together_make_one_row_per_extension(
                 listed = (await http.get(f"/rooms/{room}/jobs", headers=auth(ALICE))).json()
                 internal = [j["full_name"] for j in listed["items"] if j["full_name"][0] == "@"]
                 assert sorted(internal) == sorted(name for name, _ in rows)
-                task = (await submit(http, room, GREET, {"name": "pg"})).json()
+                task = (await post_task(http, room, GREET, {"name": "pg"})).json()
                 assert (await wait_terminal(http, task["id"]))["status"] == "completed"
     finally:
         for server in servers:

@@ -14,18 +14,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from tests.support.api import (
-    ADMIN,
-    ALICE,
-    BOB,
-    DATABASES,
-    PROBLEM,
-    auth,
-    new_room,
-    serve,
-    unique,
-)
-from tests.support.server import ROOT, ServerProcess
+from tests.support.databases import DATABASES
+from tests.support.names import ADMIN, ALICE, BOB, PROBLEM, auth, new_room, unique
+from tests.support.server import ROOT, ServerProcess, serve
 
 CHROMIUM = "/usr/bin/chromium"
 LIVE_BOUND = 1.0

@@ -19,15 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from joblib_app.metrics import QUEUE_BUCKETS, RUN_BUCKETS
 from tests.acceptance.realtime.test_cross_process import start_pair
-from tests.support.api import (
-    ADMIN,
-    ALICE,
-    Api,
-    assert_problem,
-    new_room,
-    postgres_database,
-    unique,
-)
+from tests.support.api import Api
+from tests.support.databases import postgres_database
+from tests.support.names import ADMIN, ALICE, assert_problem, new_room, unique
 from tests.support.server import ServerProcess
 from tests.support.services import delete_redis_prefix, require_redis
 

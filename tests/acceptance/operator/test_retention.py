@@ -23,7 +23,7 @@ from tests.acceptance.operator.seed import (
     task_ids,
     task_row,
 )
-from tests.support.api import DATABASES, database
+from tests.support.databases import DATABASES, database
 from tests.support.server import ServerProcess
 
 OLD_TASKS = 100_000

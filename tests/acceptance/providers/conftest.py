@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.support.providers import BACKENDS, Api, ProviderServer, serve
+from tests.support.api import Api
+from tests.support.providers import BACKENDS, ProviderServer, serve_providers
 from tests.support.services import require_redis
 
 
@@ -22,7 +23,7 @@ def server(
     redis_url = require_redis() if request.param == "redis" else None
     settings = getattr(request.module, "SERVER_SETTINGS", {})
     workdir = tmp_path_factory.mktemp(f"providers-{request.param}")
-    with serve(workdir, redis_url=redis_url, **settings) as instance:
+    with serve_providers(workdir, redis_url=redis_url, **settings) as instance:
         yield instance
 
 

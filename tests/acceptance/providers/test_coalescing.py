@@ -11,7 +11,9 @@ import json
 
 import httpx
 
-from tests.support.providers import Api, FakeProvider, new_room, unique
+from tests.support.api import Api
+from tests.support.names import new_room, unique
+from tests.support.providers import FakeProvider
 
 SERVER_SETTINGS = {"ZNDRAW_JOBLIB_PROVIDER_LONG_POLL_MAX_SECONDS": "60"}
 READS = 50
@@ -32,7 +34,7 @@ async def read_many(api: Api, room: str, full_name: str, params: dict) -> list[h
 
 async def test_concurrent_identical_reads_coalesce(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     params = {"file": "big.h5", "frame": "7"}
     # A slow provider keeps the request in flight while the other reads arrive.
     async with FakeProvider(api.server, provider, answer=echo, delay=0.3) as fake:
@@ -52,7 +54,7 @@ async def test_reads_racing_the_upload_never_dispatch_twice(api: Api) -> None:
     a read that missed the cache just before the upload takes the lock just after it, and
     must find the result instead of asking again."""
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     waves = [{"wave": str(i)} for i in range(4)]
     async with FakeProvider(api.server, provider, answer=echo) as fake:
         for params in waves:

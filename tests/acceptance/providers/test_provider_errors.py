@@ -9,15 +9,9 @@ import time
 
 import httpx
 
-from tests.support.providers import (
-    Api,
-    FakeProvider,
-    ask_pending,
-    assert_problem,
-    new_room,
-    request_hash,
-    unique,
-)
+from tests.support.api import Api, ask_pending
+from tests.support.names import assert_problem, new_room, request_hash, unique
+from tests.support.providers import FakeProvider
 
 READERS = 20
 
@@ -47,7 +41,7 @@ async def key_waiters(api: Api, key: str, count: int, within: float = 10.0) -> N
 
 async def test_problem_reaches_every_waiting_reader_at_once_and_is_not_cached(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     name = provider["full_name"]
     params = {"frame": "9"}
     _, digest = request_hash(params)
@@ -92,7 +86,7 @@ async def test_problem_reaches_every_waiting_reader_at_once_and_is_not_cached(ap
 
 async def test_problem_upload_needs_a_detail_and_an_owner(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     # A read the server waits on, so that only the body is left to judge (issue 11).
     digest = await ask_pending(api, room, provider["full_name"], {})
     bad = await api.request(

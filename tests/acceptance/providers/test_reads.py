@@ -7,21 +7,10 @@ import json
 import os
 import time
 
-from tests.support.providers import (
-    ADMIN,
-    BOB,
-    DEFAULT_WAIT,
-    MAX_WAIT,
-    SLACK,
-    Api,
-    FakeProvider,
-    Frontend,
-    ask_pending,
-    assert_problem,
-    new_room,
-    request_hash,
-    unique,
-)
+from tests.support.api import Api, ask_pending
+from tests.support.names import ADMIN, BOB, assert_problem, new_room, request_hash, unique
+from tests.support.providers import DEFAULT_WAIT, MAX_WAIT, SLACK, FakeProvider
+from tests.support.realtime import following
 
 
 def echo(request: dict) -> bytes:
@@ -31,11 +20,11 @@ def echo(request: dict) -> bytes:
 
 async def test_miss_dispatches_one_request_then_hits_the_cache(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     params = {"path": "/data/a.xyz", "frame": "3"}
     canonical, digest = request_hash(params)
     async with (
-        Frontend(api.server, room) as frontend,
+        following(api.server, room) as frontend,
         FakeProvider(api.server, provider, answer=echo) as fake,
     ):
         miss = await api.read(room, provider["full_name"], params, wait=10)
@@ -46,7 +35,7 @@ async def test_miss_dispatches_one_request_then_hits_the_cache(api: Api) -> None
             {"request_id": digest, "provider_name": provider["full_name"], "params": canonical}
         ]
         assert [r.status_code for r in await fake.wait_for_uploads(1)] == [204]
-        ready = await frontend.wait_for("provider_result_ready")
+        ready = await frontend.wait_for_count("provider_result_ready")
         assert ready == [{"provider_name": provider["full_name"], "request_hash": digest}]
 
         # Same parameters in another order, read by another user: the cached bytes.
@@ -62,7 +51,7 @@ async def test_miss_dispatches_one_request_then_hits_the_cache(api: Api) -> None
 
 
 async def test_a_global_provider_is_read_from_any_room(api: Api) -> None:
-    provider = await api.register("@global", unique(), ADMIN)
+    provider = await api.register_provider("@global", unique(), ADMIN)
     async with FakeProvider(api.server, provider, token=ADMIN, answer=echo):
         for room in (new_room(), new_room()):
             response = await api.read(room, provider["full_name"], {"q": "1"}, wait=10)
@@ -72,7 +61,7 @@ async def test_a_global_provider_is_read_from_any_room(api: Api) -> None:
 
 async def test_preference_applied_only_when_the_read_waited(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     async with FakeProvider(api.server, provider, answer=echo):
         miss = await api.read(room, provider["full_name"], {"n": "1"}, wait=10)
         assert miss.status_code == 200, miss.text
@@ -89,7 +78,7 @@ async def test_preference_applied_only_when_the_read_waited(api: Api) -> None:
 async def test_a_five_megabyte_binary_result_round_trips(api: Api) -> None:
     room = new_room()
     content_type = "application/x-custom-binary"
-    provider = await api.register(room, unique(), content_type=content_type)
+    provider = await api.register_provider(room, unique(), content_type=content_type)
     payload = os.urandom(5 * 1024 * 1024)
     async with FakeProvider(api.server, provider, answer=lambda _: payload) as fake:
         miss = await api.read(room, provider["full_name"], {"frame": "0"}, wait=20)
@@ -104,7 +93,7 @@ async def test_a_five_megabyte_binary_result_round_trips(api: Api) -> None:
 
 async def test_timeout_is_504_with_retry_after(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     async with FakeProvider(api.server, provider) as silent:
         started = time.monotonic()
         response = await api.read(room, provider["full_name"], {"x": "1"}, wait=0.5)
@@ -117,7 +106,7 @@ async def test_timeout_is_504_with_retry_after(api: Api) -> None:
 
 async def test_the_wait_defaults_and_is_capped_by_settings(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     async with FakeProvider(api.server, provider):
         started = time.monotonic()
         default = await api.read(room, provider["full_name"], {"x": "default"})
@@ -136,7 +125,7 @@ async def test_the_wait_defaults_and_is_capped_by_settings(api: Api) -> None:
 
 async def test_a_late_answer_serves_the_next_read(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     params = {"slow": "yes"}
     async with FakeProvider(api.server, provider) as fake:
         timed_out = await api.read(room, provider["full_name"], params, wait=0.2)
@@ -152,7 +141,7 @@ async def test_a_late_answer_serves_the_next_read(api: Api) -> None:
 async def test_a_waiting_read_is_woken_by_the_upload(api: Api) -> None:
     """The reader is already waiting when the (manual) upload lands."""
     room = new_room()
-    provider = await api.register(room, unique(), content_type="text/plain")
+    provider = await api.register_provider(room, unique(), content_type="text/plain")
     async with FakeProvider(api.server, provider) as fake:
         read = asyncio.create_task(api.read(room, provider["full_name"], {"k": "v"}, wait=10))
         [request] = await fake.wait_for_requests(1)
@@ -168,7 +157,7 @@ async def test_a_waiting_read_is_woken_by_the_upload(api: Api) -> None:
 
 async def test_a_superuser_may_upload_for_any_provider(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     digest = await ask_pending(api, room, provider["full_name"], {"by": "admin"})
     response = await api.upload(provider["id"], digest, b"[1,2,3]", ADMIN)
     assert response.status_code == 204, response.text
@@ -187,7 +176,7 @@ async def _cached(api: Api, room: str, provider: dict, params: dict, data: bytes
 
 async def test_a_deleted_provider_is_not_read_from_the_cache(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     await _cached(api, room, provider, {"f": "1"}, b"1")
     assert (await api.request("DELETE", f"/providers/{provider['id']}")).status_code == 204
     gone = await api.read(room, provider["full_name"], {"f": "1"}, wait=0)
@@ -197,7 +186,7 @@ async def test_a_deleted_provider_is_not_read_from_the_cache(api: Api) -> None:
 async def test_a_cleaned_up_workers_provider_is_not_read_from_the_cache(api: Api) -> None:
     room = new_room()
     worker = await api.create_worker()
-    provider = await api.register(room, unique(), worker_id=worker)
+    provider = await api.register_provider(room, unique(), worker_id=worker)
     await _cached(api, room, provider, {"f": "1"}, b"1")
     assert (await api.request("DELETE", f"/workers/{worker}")).status_code == 204
     gone = await api.read(room, provider["full_name"], {"f": "1"}, wait=0)
@@ -206,9 +195,11 @@ async def test_a_cleaned_up_workers_provider_is_not_read_from_the_cache(api: Api
 
 async def test_a_hit_uses_the_current_content_type(api: Api) -> None:
     room, name = new_room(), unique()
-    provider = await api.register(room, name, content_type="application/json")
+    provider = await api.register_provider(room, name, content_type="application/json")
     await _cached(api, room, provider, {"f": "1"}, b"1")
-    await api.register(room, name, content_type="text/plain", worker_id=provider["worker_id"])
+    await api.register_provider(
+        room, name, content_type="text/plain", worker_id=provider["worker_id"]
+    )
     hit = await api.read(room, provider["full_name"], {"f": "1"}, wait=0)
     assert hit.status_code == 200
     assert hit.headers["content-type"].startswith("text/plain")
@@ -216,7 +207,7 @@ async def test_a_hit_uses_the_current_content_type(api: Api) -> None:
 
 async def test_a_hit_still_checks_the_room(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     await _cached(api, room, provider, {"f": "1"}, b"1")
     other = await api.read(new_room(), provider["full_name"], {"f": "1"}, wait=0)
     assert_problem(other, 404, "provider-not-found")

@@ -13,18 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 import httpx
 import pytest
 
-from tests.support.providers import (
-    SLACK,
-    Api,
-    FakeProvider,
-    ProviderServer,
-    RedisServer,
-    assert_problem,
-    new_room,
-    request_hash,
-    unique,
-)
-from tests.support.providers import serve as serve_host
+from tests.support.api import Api
+from tests.support.names import assert_problem, new_room, request_hash, unique
+from tests.support.processes import RedisServer
+from tests.support.providers import SLACK, FakeProvider, ProviderServer
+from tests.support.providers import serve_providers as serve_host
 
 OPERATION_TIMEOUT = 1.0
 # Provider endpoints must answer within this while Redis is down.
@@ -65,7 +58,7 @@ async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, flo
 
 async def test_redis_outage_is_503_then_recovers(api: Api, redis_server: RedisServer) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     cached_params = {"frame": "cached"}
 
     async with FakeProvider(api.server, provider, answer=lambda r: r["params"].encode()) as fake:

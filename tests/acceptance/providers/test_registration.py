@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from tests.support.providers import (
-    ADMIN,
-    ALICE,
-    BOB,
-    Api,
-    FakeProvider,
-    Frontend,
-    assert_problem,
-    new_room,
-    request_hash,
-    unique,
-)
+from tests.support.api import Api
+from tests.support.names import ADMIN, ALICE, BOB, assert_problem, new_room, request_hash, unique
+from tests.support.providers import FakeProvider
+from tests.support.realtime import following
 
 PROVIDER_FIELDS = {
     "id",
@@ -60,7 +52,7 @@ async def test_register_then_update_is_idempotent(api: Api) -> None:
 
 async def test_registering_another_users_provider_is_forbidden(api: Api) -> None:
     room, name = new_room(), unique()
-    created = await api.register(room, name, ALICE, schema={"v": 1})
+    created = await api.register_provider(room, name, ALICE, schema={"v": 1})
     response = await api.put_provider(room, name, BOB, schema={"v": 2})
     assert_problem(response, 403, "forbidden")
     info = await api.request("GET", f"/rooms/{room}/providers/{created['full_name']}/info", BOB)
@@ -98,9 +90,9 @@ async def test_registering_with_another_users_worker_is_refused(api: Api) -> Non
 
 async def test_listing_shows_the_room_and_global_providers(api: Api) -> None:
     room, other = new_room(), new_room()
-    mine = [await api.register(room, unique()) for _ in range(3)]
-    elsewhere = await api.register(other, unique())
-    global_one = await api.register("@global", unique(), ADMIN)
+    mine = [await api.register_provider(room, unique()) for _ in range(3)]
+    elsewhere = await api.register_provider(other, unique())
+    global_one = await api.register_provider("@global", unique(), ADMIN)
 
     response = await api.request("GET", f"/rooms/{room}/providers", params={"limit": "500"})
     assert response.status_code == 200, response.text
@@ -122,8 +114,8 @@ async def test_listing_shows_the_room_and_global_providers(api: Api) -> None:
 
 async def test_info_follows_room_visibility(api: Api) -> None:
     room, other = new_room(), new_room()
-    local = await api.register(room, unique())
-    global_one = await api.register("@global", unique(), ADMIN)
+    local = await api.register_provider(room, unique())
+    global_one = await api.register_provider("@global", unique(), ADMIN)
     for full_name in (local["full_name"], global_one["full_name"]):
         response = await api.request("GET", f"/rooms/{room}/providers/{full_name}/info", BOB)
         assert response.status_code == 200, response.text
@@ -139,15 +131,15 @@ async def test_info_follows_room_visibility(api: Api) -> None:
 
 async def test_register_and_delete_invalidate_the_room(api: Api) -> None:
     room = new_room()
-    async with Frontend(api.server, room) as frontend:
-        provider = await api.register(room, unique())
-        await frontend.wait_for("providers_invalidate", 1)
+    async with following(api.server, room) as frontend:
+        provider = await api.register_provider(room, unique())
+        await frontend.wait_for_count("providers_invalidate", 1)
 
         forbidden = await api.request("DELETE", f"/providers/{provider['id']}", BOB)
         assert_problem(forbidden, 403, "forbidden")
         deleted = await api.request("DELETE", f"/providers/{provider['id']}", ALICE)
         assert deleted.status_code == 204, deleted.text
-        await frontend.wait_for("providers_invalidate", 2)
+        await frontend.wait_for_count("providers_invalidate", 2)
     assert frontend.named("providers_invalidate") == [{}, {}]
     info = await api.request("GET", f"/rooms/{room}/providers/{provider['full_name']}/info")
     assert_problem(info, 404, "provider-not-found")
@@ -157,14 +149,14 @@ async def test_register_and_delete_invalidate_the_room(api: Api) -> None:
 
 
 async def test_a_superuser_may_delete_any_provider(api: Api) -> None:
-    provider = await api.register(new_room(), unique(), BOB)
+    provider = await api.register_provider(new_room(), unique(), BOB)
     response = await api.request("DELETE", f"/providers/{provider['id']}", ADMIN)
     assert response.status_code == 204, response.text
 
 
 async def test_refused_uploads_store_nothing(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     params = {"file": "a.xyz"}
     _, digest = request_hash(params)
 
@@ -191,14 +183,14 @@ async def test_deleting_a_worker_removes_its_providers(api: Api) -> None:
     room, other_room = new_room(), new_room()
     worker = await api.create_worker()
     served = [
-        await api.register(room, unique(), worker_id=worker),
-        await api.register(other_room, unique(), worker_id=worker),
+        await api.register_provider(room, unique(), worker_id=worker),
+        await api.register_provider(other_room, unique(), worker_id=worker),
     ]
-    unrelated = await api.register(room, unique())
-    async with Frontend(api.server, room) as frontend:
+    unrelated = await api.register_provider(room, unique())
+    async with following(api.server, room) as frontend:
         response = await api.request("DELETE", f"/workers/{worker}")
         assert response.status_code == 204, response.text
-        await frontend.wait_for("providers_invalidate")
+        await frontend.wait_for_count("providers_invalidate")
 
     for provider in served:
         info = await api.request(
@@ -213,7 +205,7 @@ async def test_deleting_a_worker_removes_its_providers(api: Api) -> None:
 
 async def test_deleting_another_users_worker_is_forbidden(api: Api) -> None:
     worker = await api.create_worker(ALICE)
-    provider = await api.register(new_room(), unique(), worker_id=worker)
+    provider = await api.register_provider(new_room(), unique(), worker_id=worker)
     assert_problem(await api.request("DELETE", f"/workers/{worker}", BOB), 403, "forbidden")
     info = await api.request(
         "GET", f"/rooms/{provider['room_id']}/providers/{provider['full_name']}/info"
@@ -223,18 +215,18 @@ async def test_deleting_another_users_worker_is_forbidden(api: Api) -> None:
 
 async def test_a_dropped_provider_connection_removes_its_providers(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
-    async with Frontend(api.server, room) as frontend:
+    provider = await api.register_provider(room, unique())
+    async with following(api.server, room) as frontend:
         fake = await FakeProvider(api.server, provider).start()
         await fake.stop()
-        await frontend.wait_for("providers_invalidate")
+        await frontend.wait_for_count("providers_invalidate")
     info = await api.request("GET", f"/rooms/{room}/providers/{provider['full_name']}/info")
     assert_problem(info, 404, "provider-not-found")
     assert room in api.server.rooms_cleaned()
 
 
 async def test_join_provider_room_checks_the_worker(api: Api) -> None:
-    provider = await api.register(new_room(), unique())
+    provider = await api.register_provider(new_room(), unique())
     intruder = FakeProvider(api.server, provider, token=BOB)
     try:
         await intruder.start()

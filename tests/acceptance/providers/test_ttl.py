@@ -6,7 +6,9 @@ import asyncio
 import json
 import time
 
-from tests.support.providers import Api, FakeProvider, new_room, unique
+from tests.support.api import Api
+from tests.support.names import new_room, unique
+from tests.support.providers import FakeProvider
 
 SERVER_SETTINGS = {"ZNDRAW_JOBLIB_PROVIDER_RESULT_TTL_SECONDS": "1"}
 TTL = 1.0
@@ -14,7 +16,7 @@ TTL = 1.0
 
 async def test_a_cached_result_expires_after_its_ttl(api: Api) -> None:
     room = new_room()
-    provider = await api.register(room, unique())
+    provider = await api.register_provider(room, unique())
     params = {"frame": "1"}
 
     def numbered(request: dict) -> bytes:

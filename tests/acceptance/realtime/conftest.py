@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.server import ServerProcess
+from tests.support.server import RECONNECT_GRACE, ServerProcess, sqlite_env
 
 # Two mount paths: Socket.IO and every route must work wherever the host mounts the app.
 MOUNTS = ["/v1/joblib", "/api/x/jobs"]
-
-
-# A dropped connection's workers are cleaned up after this (the default 10 s would make
-# the tests of that cleanup slow).
-RECONNECT_GRACE = {"ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2"}
-
-
-def sqlite_env(workdir: Path, **extra: str) -> dict[str, str]:
-    return {
-        "JOBLIB_TEST_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'joblib.db'}",
-        **RECONNECT_GRACE,
-        **extra,
-    }
 
 
 @pytest.fixture(scope="module", params=MOUNTS, ids=["v1-joblib", "api-x-jobs"])
@@ -32,6 +18,6 @@ def server(
 ) -> Iterator[ServerProcess]:
     """One SQLite server per mount path, shared by a module's tests (each uses its own rooms)."""
     workdir = tmp_path_factory.mktemp("realtime")
-    env = sqlite_env(workdir, JOBLIB_TEST_READ_GUARD="1")
+    env = sqlite_env(workdir, JOBLIB_TEST_READ_GUARD="1", **RECONNECT_GRACE)
     with ServerProcess(env, mount=request.param, log_path=workdir / "server.log") as instance:
         yield instance

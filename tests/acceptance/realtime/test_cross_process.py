@@ -11,18 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.realtime import (
-    Room,
-    WorkerProcess,
-    claim,
-    connect,
-    http,
-    register_job,
-    set_status,
-    submit,
-    waiting,
-)
+from tests.support.api import claim, http, register_job, set_status, submit
+from tests.support.processes import WorkerProcess
+from tests.support.realtime import Room, connect
 from tests.support.server import ServerProcess
+from tests.support.waiting import waiting
 
 ALICE = "user:alice"
 # Without a notification a waiter wakes only on its 5 s safety re-read: a wake-up within

@@ -5,16 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.support.realtime import (
-    claim,
-    http,
-    new_room,
-    register_job,
-    set_status,
-    submit,
-    waiting,
-)
+from tests.support.api import claim, http, register_job, set_status, submit
+from tests.support.names import new_room
 from tests.support.server import ServerProcess
+from tests.support.waiting import waiting
 
 # Without a notification a waiter wakes only on its 5 s safety re-read.
 WAKE_BOUND = 1.0

@@ -14,18 +14,10 @@ import time
 import pytest
 import socketio
 
-from tests.support.realtime import (
-    EventLog,
-    Room,
-    WorkerProcess,
-    claim,
-    connect,
-    http,
-    new_room,
-    register_job,
-    set_status,
-    submit,
-)
+from tests.support.api import claim, http, register_job, set_status, submit
+from tests.support.names import new_room
+from tests.support.processes import WorkerProcess
+from tests.support.realtime import EventLog, Room, connect
 from tests.support.server import ServerProcess
 
 ALICE = "user:alice"

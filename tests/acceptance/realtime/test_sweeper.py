@@ -25,15 +25,18 @@ from joblib_app.auth import static_token_authenticator
 from joblib_app.cleanup import cleanup_workers
 from joblib_app.models import utcnow
 from joblib_app.store import workers
-from tests.acceptance.realtime.conftest import sqlite_env
-from tests.support.realtime import Room, WorkerProcess, connect, http, new_room
-from tests.support.server import ServerProcess
+from tests.support.api import http
+from tests.support.names import new_room
+from tests.support.processes import WorkerProcess
+from tests.support.realtime import Room, connect
+from tests.support.server import RECONNECT_GRACE, ServerProcess, sqlite_env
 
 WORKER_TIMEOUT = 2.0
 SWEEP_INTERVAL = 1.0
 FAST_SWEEP = {
     "ZNDRAW_JOBLIB_WORKER_TIMEOUT_SECONDS": f"{WORKER_TIMEOUT:g}",
     "ZNDRAW_JOBLIB_SWEEPER_INTERVAL_SECONDS": f"{SWEEP_INTERVAL:g}",
+    **RECONNECT_GRACE,
 }
 # Process start-up of the killed worker, scheduling on a busy 2-core machine.
 SLACK = 1.0

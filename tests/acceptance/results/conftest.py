@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.support.api import DATABASES, Api, serve
-from tests.support.server import ServerProcess
+from tests.support.api import Api
+from tests.support.databases import DATABASES
+from tests.support.server import ServerProcess, serve
 
 # Small limits, so the 413 test needs no big upload: results of up to 8 KiB are accepted
 # although the ordinary body limit of these servers is 4 KiB (``BODY_LIMIT``).

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from tests.acceptance.results.conftest import RESULT_LIMIT
-from tests.support.api import ALICE, BOB, BODY_LIMIT, Api, assert_problem, new_room
-from tests.support.realtime import EventLog, Room, connect, http
+from tests.support.api import Api, http
+from tests.support.names import ALICE, BOB, assert_problem, new_room
+from tests.support.realtime import EventLog, Room, connect
+from tests.support.server import BODY_LIMIT
 
 
 async def running_task(api: Api, room: str, token: str = ALICE) -> tuple[str, dict]:

@@ -16,7 +16,7 @@ import pytest
 from joblib_app.models import utcnow
 from joblib_app.store import tasks
 from joblib_app.store.database import Database
-from tests.support.api import database
+from tests.support.databases import database
 
 PENDING_INDEX = "ix_joblib_task_pending"
 
