@@ -51,14 +51,17 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
+        # Closed here at the end of the output, so no pipe is left to the garbage collector.
+        with self.process.stdout as output:
+            for line in output:
+                with self._changed:
+                    self.lines.append(line.rstrip("\n"))
+                    self._changed.notify_all()
 
     def wait_for_line(self, prefix: str, timeout: float = 20.0) -> str:
         """The first output line starting with ``prefix``, waiting for it if needed."""
@@ -91,3 +94,4 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
+        self._reader.join(5)

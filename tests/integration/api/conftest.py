@@ -25,9 +25,13 @@ def database_url(
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(database_url: str) -> AsyncIterator[InProcess]:
-    """The test host in process, configured as the REST acceptance servers are."""
-    async with serve_in_process(server_env(database_url)) as app:
+async def server(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[InProcess]:
+    """The test host in process, configured as the REST acceptance servers are.
+
+    A module may set ``MOUNT`` to serve the app at another path.
+    """
+    mount = getattr(request.module, "MOUNT", "/v1/joblib")
+    async with serve_in_process(server_env(database_url), mount) as app:
         yield app
 
 

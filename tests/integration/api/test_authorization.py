@@ -10,6 +10,10 @@ import pytest
 from tests.support.api import Api
 from tests.support.names import ADMIN, ALICE, BOB, assert_problem, new_room, unique
 
+# One app per module and database: its tests share the module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
 ACTORS = {"alice": ALICE, "bob": BOB, "admin": ADMIN}
 
 

@@ -1,4 +1,5 @@
-"""The REST contract, table by table, over real HTTP against the mounted app.
+"""The REST contract, table by table, against the mounted app in process (httpx's
+``ASGITransport``, the app's lifespan run).
 
 The app is mounted at a non-default path here, so every ``Location`` is checked against the
 mount rather than against ``/v1/joblib``.
@@ -15,6 +16,9 @@ import pytest
 from tests.support.api import Api
 from tests.support.names import ADMIN, ALICE, BOB, assert_problem, new_room, unique
 from tests.support.server import BODY_LIMIT
+
+# One app per module and database: its tests share the module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MOUNT = "/custom/mount/joblib"
 STATUSES = ("pending", "claimed", "running", "completed", "failed", "cancelled")
@@ -84,6 +88,7 @@ async def job_with_worker(api: Api, room: str, token: str = ALICE) -> tuple[str,
 async def test_every_endpoint_needs_authentication(
     api: Api, method: str, path: str, token: str | None
 ) -> None:
+
     response = await api.request(method, path, token, json={})
     assert_problem(response, 401)
     assert response.headers["www-authenticate"].lower().startswith("bearer")
