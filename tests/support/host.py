@@ -28,10 +28,12 @@ import asyncio
 import json
 import logging
 import os
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
+from taskiq import AsyncBroker
 
 from joblib_app import JoblibConfig, Principal, create_joblib_app
 from joblib_app.auth import bearer_token
@@ -90,7 +92,7 @@ async def log_rooms_cleaned(room_ids: list[str]) -> None:
     await asyncio.to_thread(_append_rooms, room_ids)
 
 
-def _broker():
+def _broker() -> AsyncBroker | None:
     url = os.environ.get("JOBLIB_TEST_BROKER_REDIS")
     if not url:
         return None
@@ -99,7 +101,7 @@ def _broker():
     return make_redis_broker(url, os.environ["JOBLIB_TEST_REDIS_PREFIX"])
 
 
-def _internal_jobs() -> list:
+def _internal_jobs() -> list[Any]:
     if os.environ.get("JOBLIB_TEST_INTERNAL") != "1":
         return []
     from tests.support.internal_jobs import INTERNAL_EXTENSIONS
@@ -155,7 +157,9 @@ async def started() -> dict[str, bool]:
 @app.get("/joblib-cache-bytes")
 async def cache_bytes() -> dict[str, int]:
     """Bytes the in-memory provider result cache holds now."""
-    return {"bytes": joblib.context.result_backend.stored_bytes}
+    backend = joblib.context.result_backend
+    assert isinstance(backend, InMemoryResultBackend)
+    return {"bytes": backend.stored_bytes}
 
 
 @app.get("/joblib-key-waiters/{key:path}")

@@ -100,7 +100,7 @@ def serve_providers(
         "ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2",
         **settings,
     }
-    if redis_url is not None:
+    if redis_url is not None and prefix is not None:
         env["JOBLIB_TEST_REDIS_URL"] = redis_url
         env["JOBLIB_TEST_REDIS_PREFIX"] = prefix
     process = ServerProcess(env, log_path=workdir / "server.log")
@@ -126,7 +126,7 @@ class FakeProvider:
     def __init__(
         self,
         server: ProviderServer,
-        provider: dict,
+        provider: dict[str, Any],
         *,
         token: str = ALICE,
         answer: Answer | None = None,
@@ -179,7 +179,7 @@ class FakeProvider:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def wait_for_requests(self, count: int, within: float = 10.0) -> list[dict]:
+    async def wait_for_requests(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
         await wait_until(
             lambda: len(self.requests) >= count, within, f"{count} provider_request(s)"
         )

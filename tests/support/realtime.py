@@ -72,7 +72,8 @@ class EventLog:
 
     async def call(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
         """Emit a client event and return the server's acknowledgement."""
-        return await self.client.call(event, data, timeout=EVENT_TIMEOUT)
+        answer: dict[str, Any] = await self.client.call(event, data, timeout=EVENT_TIMEOUT)
+        return answer
 
     async def join_room(self, room_id: str) -> None:
         """Follow ``room:{room_id}`` as a frontend; the server must accept."""

@@ -29,7 +29,8 @@ RECONNECT_GRACE = {"ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2"}
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class ServerProcess:
