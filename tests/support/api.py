@@ -7,11 +7,13 @@ a provider server, or an in-process app behind httpx's ``ASGITransport``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol
 
 import httpx
+from typing_extensions import TypeVar
 
 from tests.support.names import ALICE, assert_problem, auth, request_hash
+from tests.support.server import ServerProcess
 
 
 class Served(Protocol):
@@ -21,8 +23,9 @@ class Served(Protocol):
     def base(self) -> str: ...
 
 
-# Generic so that each suite's tests see their own server type (and its extras) on ``server``.
-ServerT = TypeVar("ServerT", bound=Served)
+# Generic so that each suite's tests see their own server type (and its extras) on ``server``;
+# a bare ``Api`` is the client of a uvicorn server.
+ServerT = TypeVar("ServerT", bound=Served, default=ServerProcess)
 
 
 class Api(Generic[ServerT]):

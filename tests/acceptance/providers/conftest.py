@@ -28,6 +28,6 @@ def server(
 
 
 @pytest.fixture
-async def api(server: ProviderServer) -> AsyncIterator[Api]:
+async def api(server: ProviderServer) -> AsyncIterator[Api[ProviderServer]]:
     async with httpx.AsyncClient(timeout=30) as client:
         yield Api(client, server)
