@@ -4,8 +4,8 @@ Run from the repository root with Redis on 127.0.0.1:6379::
 
     python bench/internal_throughput.py [--tasks 500] [--concurrency 20]
 
-It serves ``tests.host:app`` with uvicorn (SQLite, Redis notifier, ``ListQueueBroker``),
-starts one ``taskiq worker`` running ``tests/internal_worker_app.py`` (reports over REST),
+It serves ``tests.support.host:app`` with uvicorn (SQLite, Redis notifier, ``ListQueueBroker``),
+starts one ``taskiq worker`` running ``tests/support/internal_worker_app.py`` (reports over REST),
 submits trivial tasks from ``--concurrency`` clients and measures submit-to-all-completed.
 For scale, it also measures the same server's in-process ``InMemoryBroker`` mode and a
 baseline in the same run: requests per second to a trivial host endpoint (``/health``).
@@ -26,8 +26,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.internal_acceptance.workers import TaskiqWorker
-from tests.server import ServerProcess
+from tests.support.processes import TaskiqWorker
+from tests.support.server import ServerProcess
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ADMIN = {"Authorization": "Bearer admin"}

@@ -5,7 +5,7 @@ Run from the repository root (Redis on 127.0.0.1:6379 for the ``redis`` backend)
     python bench/provider_reads.py [--backend memory|redis|both] [--hits 2000]
                                    [--concurrency 10] [--misses 200] [--rounds 5]
 
-For each backend it serves ``tests.host:app`` with uvicorn (SQLite; with Redis: notifier,
+For each backend it serves ``tests.support.host:app`` with uvicorn (SQLite; with Redis: notifier,
 Socket.IO manager and result backend on Redis), registers a provider and connects a
 python-socketio client that answers every ``provider_request`` at once. Then, in one run:
 
@@ -31,8 +31,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.provider_acceptance.support import Api, FakeProvider, new_room, serve, unique
-from tests.services import REDIS_URL, port_open
+from tests.support.api import Api
+from tests.support.names import new_room, unique
+from tests.support.providers import FakeProvider, serve_providers
+from tests.support.services import REDIS_URL, port_open
 
 HIT_TARGET = 0.7
 MISS_P50_TARGET_MS = 20.0
@@ -62,13 +64,16 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 async def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, float]:
     redis_url = REDIS_URL if backend == "redis" else None
-    with tempfile.TemporaryDirectory() as workdir, serve(Path(workdir), redis_url=redis_url) as srv:
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        serve_providers(Path(workdir), redis_url=redis_url) as srv,
+    ):
         limits = httpx.Limits(max_connections=args.concurrency)
         headers = {"Authorization": "Bearer user:alice"}
         async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as http:
             api = Api(http, srv)
             room = new_room()
-            provider = await api.register(room, unique(), category="data")
+            provider = await api.register_provider(room, unique(), category="data")
             answer = b'{"positions":[[0,0,0],[1,1,1]],"numbers":[1,8]}'
             async with FakeProvider(srv, provider, answer=lambda _: answer):
                 read_url = f"{srv.base}/rooms/{room}/providers/{provider['full_name']}"

@@ -1,6 +1,6 @@
 """Benchmark: how fast waiters learn about a change, in one process and across two.
 
-Serves the test host (``tests/host.py``, the app mounted under uvicorn) in two set-ups:
+Serves the test host (``tests/support/host.py``, the app mounted under uvicorn) in two set-ups:
 
 * ``single``: one process, embedded SQLite, in-process notifier;
 * ``two``: processes A and B on two ports sharing a fresh PostgreSQL database (created and
@@ -46,9 +46,9 @@ import socketio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.acceptance.support import postgres_database  # noqa: E402
-from tests.server import ServerProcess  # noqa: E402
-from tests.services import require_redis  # noqa: E402
+from tests.support.databases import postgres_database  # noqa: E402
+from tests.support.server import ServerProcess  # noqa: E402
+from tests.support.services import require_redis  # noqa: E402
 
 TOKEN = "user:bench"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

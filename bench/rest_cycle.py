@@ -1,6 +1,6 @@
 """Benchmark: the REST task cycle against a trivial endpoint of the same host.
 
-Starts the test host (``tests/host.py``: the app mounted at ``/v1/joblib`` in a FastAPI host,
+Starts the test host (``tests/support/host.py``: the app at ``/v1/joblib`` in a FastAPI host,
 one uvicorn process) on SQLite, then on a fresh PostgreSQL database it creates and drops, and
 for each client concurrency C in (1, 4, 16) measures, one after the other:
 
@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rawhttp import RawConnection  # noqa: E402
-from tests.acceptance.support import postgres_database  # noqa: E402
-from tests.server import ServerProcess  # noqa: E402
+from tests.support.databases import postgres_database  # noqa: E402
+from tests.support.server import ServerProcess  # noqa: E402
 
 TOKEN = "user:bench"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,6 +1,6 @@
 """Benchmark: task results and progress reports.
 
-Starts the test host (``tests/host.py``, one uvicorn process) on SQLite, then on a fresh
+Starts the test host (``tests/support/host.py``, one uvicorn process) on SQLite, then on a fresh
 PostgreSQL database it creates and drops, and measures:
 
 * ``round trip``: for results of 1 KB, 100 KB and 1 MB (compact JSON), the time from the
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rawhttp import RawConnection  # noqa: E402
-from tests.acceptance.support import postgres_database  # noqa: E402
-from tests.server import ServerProcess  # noqa: E402
+from tests.support.databases import postgres_database  # noqa: E402
+from tests.support.server import ServerProcess  # noqa: E402
 
 TOKEN = "user:bench"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

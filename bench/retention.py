@@ -1,6 +1,6 @@
 """Benchmark: the retention sweep of 100,000 old tasks, and the task cycle while it runs.
 
-For each database (SQLite file, fresh PostgreSQL database), the server (``tests/host.py``,
+For each database (SQLite file, fresh PostgreSQL database), the server (``tests/support/host.py``,
 one uvicorn process, sweeper every 0.25 s) is started, then 100,000 finished tasks are
 written straight into the database, timed to pass the retention age 15 s later.
 Meanwhile C workers (default 4, keep-alive raw HTTP, one client process) run the task
@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 from bench.rawhttp import RawConnection  # noqa: E402
 from bench.rest_cycle import AUTH, database, prepare_job  # noqa: E402
 from joblib_app.models import task_table, utcnow  # noqa: E402
-from tests.operator.seed import seed_finished  # noqa: E402
-from tests.server import ServerProcess  # noqa: E402
+from tests.acceptance.operator.seed import seed_finished  # noqa: E402
+from tests.support.server import ServerProcess  # noqa: E402
 
 RETENTION = 3600.0
 # Seconds between seeding and the old tasks passing the retention age: the server starts

@@ -1,8 +1,8 @@
 """SIGTERM to an SDK worker while tasks flow, repeated (issue 13, "the SDK's stop").
 
-Starts ``tests/host.py`` under uvicorn (SQLite in a temporary directory). Each round starts
-a worker process (``tests.client.worker_main``, auto-serve, Socket.IO on), keeps a queue of
-``Echo`` tasks in front of it from a submitting thread, sends SIGTERM at a random moment
+Starts ``tests/support/host.py`` under uvicorn (SQLite in a temporary directory). Each round starts
+a worker process (``tests.acceptance.client.worker_main``, auto-serve, Socket.IO on), keeps a
+queue of ``Echo`` tasks in front of it from a submitting thread, sends SIGTERM at a random moment
 once tasks flow, and measures how long until the signal handler ran (the worker's
 "Received SIGTERM" line) and until the process exited. After every round the tasks left
 are served by a fresh worker, so every task must end ``completed``: none failed, none
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.client.processes import WorkerProcess
-from tests.server import ServerProcess
+from tests.acceptance.client.processes import WorkerProcess
+from tests.support.server import ServerProcess
 
 TOKEN = "user:alice"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}

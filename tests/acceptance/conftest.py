@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.acceptance.support import DATABASES, Api, serve
-from tests.server import ServerProcess
+from tests.support.api import Api
+from tests.support.databases import DATABASES
+from tests.support.server import ServerProcess, serve
 
 
 @pytest.fixture(scope="module", params=DATABASES)

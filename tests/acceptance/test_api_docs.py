@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.acceptance.support import ALICE, PROBLEM, serve
-from tests.server import ServerProcess
-from tests.services import require_chromium
+from tests.support.names import ALICE, PROBLEM
+from tests.support.server import ServerProcess, serve
+from tests.support.services import require_chromium
 
 MOUNT = "/apps/jobs"
 PROBLEM_REF = "#/components/schemas/Problem"

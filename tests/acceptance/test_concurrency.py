@@ -14,22 +14,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.support import (
-    ALICE,
-    DATABASES,
-    database,
-    new_room,
-    serve,
-    server_env,
-)
-from tests.server import ServerProcess
+from tests.support.databases import DATABASES, database
+from tests.support.names import ALICE, new_room
+from tests.support.server import ServerProcess, serve, server_env
 
 TASKS = 2000
 CLAIMERS = 32
 SUBMITTERS = 8
 AUTH = {"Authorization": f"Bearer {ALICE}"}
-# These claimers never heartbeat: keep the sweeper from removing them mid-race.
-NO_SWEEP = {"ZNDRAW_JOBLIB_WORKER_TIMEOUT_SECONDS": "3600"}
+# These claimers never heartbeat and never start their tasks: keep the sweeper from removing
+# them, and their claims from expiring, mid-race. On a loaded machine the race outlasted the
+# default 30 s lease, and tasks whose lease ran out were claimed again (seen as duplicates).
+NO_SWEEP = {
+    "ZNDRAW_JOBLIB_WORKER_TIMEOUT_SECONDS": "3600",
+    "ZNDRAW_JOBLIB_CLAIM_LEASE_SECONDS": "3600",
+}
 
 
 @pytest.fixture(params=DATABASES)

@@ -13,20 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.support import (
-    ADMIN,
-    ALICE,
-    BOB,
-    DATABASES,
-    Api,
-    assert_problem,
-    new_room,
-    serve,
-    unique,
-)
-from tests.internal_jobs import GREET, WAIT
-from tests.realtime_acceptance.support import EventLog, Room, connect, http, waiting
-from tests.server import ServerProcess
+from tests.support.api import Api, http
+from tests.support.databases import DATABASES
+from tests.support.internal_jobs import GREET, WAIT
+from tests.support.names import ADMIN, ALICE, BOB, assert_problem, new_room, unique
+from tests.support.realtime import EventLog, Room, connect
+from tests.support.server import ServerProcess, serve
+from tests.support.waiting import waiting
 
 # Without a notification a claim long-poll wakes only on its 5 s safety re-check.
 WAKE_BOUND = 1.0

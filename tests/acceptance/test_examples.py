@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.server import ROOT, STARTUP_TIMEOUT, free_port
+from tests.support.server import ROOT, STARTUP_TIMEOUT, free_port
 
 EXAMPLES = ROOT / "examples"
 START = "python examples/host_app.py"

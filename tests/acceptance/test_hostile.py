@@ -1,6 +1,6 @@
 """A small attack suite (issue 11): hostile input, on SQLite and PostgreSQL.
 
-Real uvicorn serving ``tests/host.py``, real HTTP, real python-socketio clients and raw
+Real uvicorn serving ``tests/support/host.py``, real HTTP, real python-socketio clients and raw
 engine.io websockets. The host authenticates from an auth middleware's ``scope["user"]``
 (``X-Test-User``) as well as bearer tokens, guards reads of ``secret-*`` rooms
 (``can_read_room``) and who serves jobs of ``private-<user>-*`` rooms (``can_serve_job``).
@@ -28,22 +28,21 @@ import redis
 import socketio
 import websockets
 
-from tests.acceptance.support import (
+from tests.support.api import Api, ask_pending
+from tests.support.databases import DATABASES
+from tests.support.names import (
     ADMIN,
     ALICE,
     BOB,
-    DATABASES,
     PROBLEM,
-    Api,
     assert_problem,
     new_room,
-    serve,
+    request_hash,
     unique,
 )
-from tests.provider_acceptance.support import ask_pending, request_hash
-from tests.realtime_acceptance.support import socketio_path
-from tests.server import ServerProcess
-from tests.services import delete_redis_prefix, require_redis
+from tests.support.realtime import socketio_path
+from tests.support.server import ServerProcess, serve
+from tests.support.services import delete_redis_prefix, require_redis
 
 CACHE_MAX_BYTES = 16 * 1_048_576
 RESULT_TTL = 2

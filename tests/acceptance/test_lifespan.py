@@ -9,8 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.acceptance.support import ALICE, DATABASES, Api, new_room, serve, unique
-from tests.server import ServerProcess
+from tests.support.api import Api
+from tests.support.databases import DATABASES
+from tests.support.names import ALICE, new_room, unique
+from tests.support.server import ServerProcess, serve
 
 
 @pytest.fixture(scope="module", params=DATABASES)

@@ -13,18 +13,11 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.acceptance.support import (
-    DATABASES,
-    Api,
-    assert_problem,
-    database,
-    new_room,
-    serve,
-    server_env,
-    unique,
-)
-from tests.realtime_acceptance.support import waiting
-from tests.server import ServerProcess
+from tests.support.api import Api
+from tests.support.databases import DATABASES, database
+from tests.support.names import assert_problem, new_room, unique
+from tests.support.server import ServerProcess, serve, server_env
+from tests.support.waiting import waiting
 
 # Below the claim long-poll's 5 s safety re-check, so only the deletion can end it in time.
 SWEPT_BOUND = 4.0

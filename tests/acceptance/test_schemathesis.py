@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.support import ADMIN, ALICE, DATABASES, serve
-from tests.server import ServerProcess
+from tests.support.databases import DATABASES
+from tests.support.names import ADMIN, ALICE
+from tests.support.server import ServerProcess, serve
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 CHECKS = ",".join(
