@@ -137,8 +137,7 @@ class JoblibApp(FastAPI):
         self.state.joblib = self.context
         install_problem_handlers(self)
         install_method_routing(self.router)
-        # The per-task routes first: the router tries routes in order, and these are the
-        # ones every worker calls for every task.
+        # First in the routing table (see add_plain_routes).
         add_plain_routes(self, TASK_ROUTES, tag="tasks")
         for module in (workers_api, jobs_api, tasks_api, providers_api):
             self.include_router(module.router)

@@ -240,7 +240,13 @@ class PlainRoute(APIRoute):
 
 
 def add_plain_routes(app: FastAPI, operations: Sequence[PlainOperation], *, tag: str) -> None:
-    """Add ``operations`` to ``app``'s routes, in order, documented under ``tag``."""
+    """Add ``operations`` to ``app``'s routes, in order, documented under ``tag``.
+
+    They go first in the routing table: the router tries routes in order, and these are
+    the ones every worker calls for every task.
+    """
+    routes = app.router.routes
+    start = len(routes)
     for operation in operations:
         app.router.add_api_route(
             operation.path,
@@ -250,6 +256,9 @@ def add_plain_routes(app: FastAPI, operations: Sequence[PlainOperation], *, tag:
             route_class_override=PlainRoute,
             **operation.options,
         )
+    added = routes[start:]
+    del routes[start:]
+    routes[0:0] = added
 
 
 class PlainEndpoint:
