@@ -69,7 +69,11 @@ class MethodRouting:
         except HTTPException as exc:
             if exc.status_code != 405:
                 raise
-            allow = ", ".join(allow_list(path_methods(self.router.routes, scope)))
+            methods = path_methods(self.router.routes, scope)
+            if not methods:
+                # From inside a mount (the docs' static files): its own answer stands.
+                raise
+            allow = ", ".join(allow_list(methods))
             raise HTTPException(405, headers={"Allow": allow}) from exc
 
 
