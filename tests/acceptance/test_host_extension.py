@@ -47,6 +47,30 @@ def test_create_joblib_app_returns_a_fastapi_app(tmp_path: Path) -> None:
     assert not joblib.started
 
 
+async def test_served_on_its_own_its_lifespan_starts_and_stops_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    workdir = tmp_path_factory.mktemp("toplevel")
+    log = workdir / "server.log"
+    with (
+        database("sqlite", workdir) as url,
+        ServerProcess(
+            server_env(url), mount="", app="tests.acceptance.toplevel_host:joblib", log_path=log
+        ) as server,
+    ):
+        async with httpx.AsyncClient(timeout=30) as client:
+            assert (await client.get(server.origin + "/health")).json() == {"started": True}
+            api = Api(client, server)
+            room = new_room()
+            job = await api.register(room, unique())
+            task = await api.submit(room, job["full_name"])
+            assert (await api.claim(job["worker_id"]))["id"] == task["id"]
+    text = log.read_text()
+    assert "starting on its first request" not in text
+    # Started by the server's lifespan at boot, stopped by it at SIGTERM.
+    assert "joblib-app started" in text and "joblib-app stopped" in text, text
+
+
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("extended")
