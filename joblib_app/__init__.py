@@ -7,6 +7,9 @@
 >>> app = FastAPI(lifespan=joblib.lifespan)
 >>> app.mount("/v1/joblib", joblib)
 
+``create_joblib_app`` returns a FastAPI app: mount it, serve it on its own, or extend it
+(routes, middleware, exception handlers) as any FastAPI app.
+
 Names are imported on first use, so a worker importing ``joblib_app.client`` does not pay
 for loading the server (FastAPI, SQLAlchemy, taskiq).
 """

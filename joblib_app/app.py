@@ -1,28 +1,29 @@
-"""``create_joblib_app``: the one ASGI app a host mounts."""
+"""``create_joblib_app``: the job system as one FastAPI app, for a host to mount or extend."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
-from fastapi_offline import FastAPIOffline
-from starlette.routing import Match, Route
-from starlette.types import Message, Receive, Scope, Send
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 from taskiq import AsyncBroker, InMemoryBroker
 
 from joblib_app.api import jobs as jobs_api
 from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
-from joblib_app.api.docs import install_redoc
+from joblib_app.api.docs import install_offline_docs
 from joblib_app.api.long_poll import ShutdownSignals, begin_stopping, reset_stopping
-from joblib_app.api.openapi import install_openapi
-from joblib_app.api.plain import PlainRouter, allow_list, document_routes, route_path
-from joblib_app.api.task_routes import TASK_ROUTES
+from joblib_app.api.openapi import complete_openapi
+from joblib_app.api.plain import add_plain_routes
+from joblib_app.api.routing import install_method_routing
+from joblib_app.api.task_routes import TASK_ROUTES, task_update_body_limit
 from joblib_app.body_limit import BodySizeLimit
 from joblib_app.config import JoblibConfig
 from joblib_app.context import AppContext
@@ -45,21 +46,38 @@ from joblib_app.task_changes import set_task_status
 
 logger = logging.getLogger(__name__)
 
+# ``PATCH /tasks/{id}`` (at the end of the full path, whatever the mount): a task update,
+# whose body may carry a result on top of the ordinary limit.
+_TASK_UPDATE_PATH = re.compile(r"/tasks/[^/]+$")
 
-class JoblibApp:
-    """The mountable job system: REST API, ``/socket.io``, sweeper and internal jobs.
+
+class JoblibApp(FastAPI):
+    """The job system as a FastAPI app: REST API, ``/socket.io``, sweeper and internal jobs.
 
     Mount it (``host.mount("/v1/joblib", joblib)``) and either pass ``joblib.lifespan`` to
     the host (``FastAPI(lifespan=joblib.lifespan)``, or nest it in the host's own) or let
-    it start itself on the first request.
+    it start itself on the first request. Served on its own (``uvicorn module:joblib``), its
+    own lifespan starts and stops it. A host extends it as any FastAPI app: routes,
+    middleware and exception handlers it adds apply to every route, the task routes
+    included.
 
     Attributes:
-        api: the inner FastAPI app (routes, exception handlers, OpenAPI).
         sio: the python-socketio ``AsyncServer``, for hosts adding their own handlers.
         context: the running state (database, notifier, result backend, broker registry).
     """
 
     def __init__(self, config: JoblibConfig) -> None:
+        # No trailing-slash redirects: Starlette builds their Location from the request's
+        # Host header, which would send a client off-site (``Host: evil.example``).
+        # The docs pages are served from the package's files (see api.docs).
+        super().__init__(
+            title="joblib-app",
+            version="0.1.0",
+            docs_url=None,
+            redoc_url=None,
+            redirect_slashes=False,
+            lifespan=self.lifespan,
+        )
         self.config = config
         settings = config.settings
         prefix = config.redis_key_prefix
@@ -116,35 +134,21 @@ class JoblibApp:
         self.context.dispatch_hooks.append(self.dashboard.changed)
         install_handlers(self.sio, lambda: self.context)
 
-        # No trailing-slash redirects: Starlette builds their Location from the request's
-        # Host header, which would send a client off-site (``Host: evil.example``).
-        # Swagger UI and ReDoc assets come from the fastapi-offline package, served by this
-        # app under <mount>/static-offline-docs: /docs and /redoc need no internet.
-        self.api = FastAPIOffline(
-            title="joblib-app", version="0.1.0", redoc_url=None, redirect_slashes=False
-        )
-        install_redoc(self.api)
-        self.api.state.joblib = self.context
-        install_problem_handlers(self.api)
+        self.state.joblib = self.context
+        install_problem_handlers(self)
+        install_method_routing(self.router)
+        # First in the routing table (see add_plain_routes).
+        add_plain_routes(self, TASK_ROUTES, tag="tasks")
         for module in (workers_api, jobs_api, tasks_api, providers_api):
-            self.api.include_router(module.router)
-        # Included without a prefix, so they match the sub-app's paths as they are.
-        self._api_routes = [
-            r
-            for module in (workers_api, jobs_api, tasks_api, providers_api)
-            for r in module.router.routes
-            if isinstance(r, Route)
-        ]
-        self.api.add_route("/metrics", metrics_endpoint, include_in_schema=False)
-        install_dashboard(self.api, self.dashboard)
-        # Mounted inside the sub-app, engine.io answers at <mount>/socket.io/ whatever the
+            self.include_router(module.router)
+        install_offline_docs(self)
+        self.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+        install_dashboard(self, self.dashboard)
+        # Mounted inside the app, engine.io answers at <mount>/socket.io/ whatever the
         # host's mount path and root path are.
-        self.api.mount("/socket.io", socketio.ASGIApp(self.sio, socketio_path=None))
-        self._asgi = BodySizeLimit(self.api, self._body_limit)
-        # The per-task endpoints bypass FastAPI's per-request machinery (see api.plain).
-        self._plain = PlainRouter(TASK_ROUTES, self.context, self._api_methods)
-        document_routes(self.api, TASK_ROUTES, tag="tasks")
-        install_openapi(self.api, settings)
+        self.mount("/socket.io", socketio.ASGIApp(self.sio, socketio_path=None))
+        self.add_middleware(BodySizeLimit, limit_for=self._body_limit)
+        self._completed_openapi: dict[str, Any] | None = None
 
         self._started = False
         self._start_lock: asyncio.Lock | None = None
@@ -153,6 +157,15 @@ class JoblibApp:
         self._shutdown_signals = ShutdownSignals(self.context)
         self._first_use_logged = False
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document of every route, completed with what the app really answers
+        (problem+json errors, bearer security; see :mod:`joblib_app.api.openapi`)."""
+        schema = super().openapi()
+        # FastAPI builds it again when routes were added since; complete each build once.
+        if schema is not self._completed_openapi:
+            self._completed_openapi = complete_openapi(schema, self.context.settings)
+        return schema
+
     def _register_internal_jobs(self) -> InternalRegistry | None:
         if not self.config.internal_jobs:
             return None
@@ -160,39 +173,14 @@ class JoblibApp:
         return register_internal_tasks(self.broker, self.config.internal_jobs, executor)
 
     def _body_limit(self, scope: Scope) -> int:
+        """The body limit of a request (the routes with their own check it again)."""
         settings = self.context.settings
-        if scope["path"].endswith("/results"):
+        path: str = scope["path"]
+        if path.endswith("/results"):
             return settings.max_provider_result_bytes
+        if scope["method"] == "PATCH" and _TASK_UPDATE_PATH.search(path):
+            return task_update_body_limit(settings)
         return settings.max_request_body_bytes
-
-    def _api_methods(self, scope: Scope) -> list[str]:
-        """Methods the FastAPI app's routes serve on this request's path."""
-        methods: list[str] = []
-        for candidate in self._api_routes:
-            if candidate.methods:
-                matched, _ = candidate.matches(scope)
-                if matched is not Match.NONE:
-                    methods.extend(candidate.methods)
-        return methods
-
-    def _allowed_methods(self, scope: Scope) -> list[str]:
-        """Every method served on this request's path, plain routes and FastAPI's alike."""
-        path = route_path(scope)
-        plain = [r.method for r in self._plain.routes if r.pattern.match(path)]
-        return allow_list(plain + self._api_methods(scope))
-
-    async def _serve_api(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The FastAPI app, with a 405's ``Allow`` listing every method of the path
-        (Starlette lists those of the first route that matched the path only)."""
-
-        async def send_with_allow(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 405:
-                headers = [(k, v) for k, v in message["headers"] if k.lower() != b"allow"]
-                allow = ", ".join(self._allowed_methods(scope))
-                message = {**message, "headers": [*headers, (b"allow", allow.encode())]}
-            await send(message)
-
-        await self._asgi(scope, receive, send_with_allow)
 
     @property
     def started(self) -> bool:
@@ -242,7 +230,7 @@ class JoblibApp:
             await self._sweeper_task
         if ctx.internal is not None:
             if isinstance(self.broker, InMemoryBroker):
-                await self._finish_in_process_tasks()
+                await self._finish_in_process_tasks(self.broker)
             await self.broker.shutdown()
         await self.timings.stop()
         close_backend = getattr(ctx.result_backend, "close", None)
@@ -257,7 +245,7 @@ class JoblibApp:
         await self.db.dispose()
         logger.info("joblib-app stopped")
 
-    async def _finish_in_process_tasks(self) -> None:
+    async def _finish_in_process_tasks(self, broker: InMemoryBroker) -> None:
         """Let internal tasks running in this process finish, for a grace period.
 
         Those still running then are failed, so that nobody waits on a task whose process
@@ -273,7 +261,7 @@ class JoblibApp:
             )
         try:
             # Shielded: on timeout stop waiting, without cancelling what is being waited on.
-            await asyncio.wait_for(asyncio.shield(self.broker.wait_all()), grace)
+            await asyncio.wait_for(asyncio.shield(broker.wait_all()), grace)
         except TimeoutError:
             left = sorted(ctx.running_internal)
             logger.warning(
@@ -296,8 +284,14 @@ class JoblibApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        """Pass as ``FastAPI(lifespan=joblib.lifespan)`` or enter it in the host's own."""
-        await self.startup()
+        """Start, then stop, the system: the app's own lifespan when it is served at the
+        top level, and the one to pass a host (``FastAPI(lifespan=joblib.lifespan)``) or
+        to enter in the host's own."""
+        try:
+            await self.startup()
+        except Exception:
+            logger.exception("joblib-app failed to start")
+            raise
         try:
             yield
         finally:
@@ -317,38 +311,13 @@ class JoblibApp:
         await self.startup()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._serve_lifespan(receive, send)
-            return
-        if not self._started:
+        # Mounted, the app never sees the host's lifespan: without it, the first request
+        # (HTTP or Socket.IO) starts the system.
+        if not self._started and scope["type"] != "lifespan":
             await self._start_on_first_use()
-        if scope["type"] == "http":
-            serve = self._plain.match(scope)
-            if serve is not None:
-                await serve(receive, send)
-                return
-            await self._serve_api(scope, receive, send)
-            return
-        await self._asgi(scope, receive, send)
-
-    async def _serve_lifespan(self, receive: Receive, send: Send) -> None:
-        """Run as a top-level ASGI app (not mounted): honour the server's lifespan."""
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    logger.exception("joblib-app failed to start")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await super().__call__(scope, receive, send)
 
 
 def create_joblib_app(config: JoblibConfig) -> JoblibApp:
-    """Build the job system described by ``config``, ready to mount."""
+    """Build the job system described by ``config``: a FastAPI app, ready to mount."""
     return JoblibApp(config)

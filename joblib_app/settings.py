@@ -29,8 +29,18 @@ class JobLibSettings(BaseSettings):
     worker_timeout_seconds: float = 60
     sweeper_interval_seconds: float = 30
     long_poll_max_wait_seconds: float = 60
-    claim_max_attempts: int = 10
-    claim_base_delay_seconds: float = 0.01
+    # The reference retried its select-then-update claim with these; a claim here is one
+    # atomic statement (``FOR UPDATE SKIP LOCKED`` / ``UPDATE ... RETURNING``), never retried.
+    claim_max_attempts: int = Field(
+        default=10,
+        description="Accepted for compatibility with the reference's settings and unused: "
+        "a claim is one atomic statement, never retried.",
+    )
+    claim_base_delay_seconds: float = Field(
+        default=0.01,
+        description="Accepted for compatibility with the reference's settings and unused: "
+        "a claim never sleeps between attempts.",
+    )
     internal_task_timeout_seconds: float = 3600
     allowed_provider_categories: list[str] | None = None
     provider_result_ttl_seconds: int = 300

@@ -3,16 +3,15 @@
 FastAPI documents only what it sees: its own routes, a ``422`` in its own
 ``application/json`` shape (which this app never sends), no authentication. This module
 describes what the app really answers. Routes declare the errors they can give with
-:func:`problems`; :func:`install_openapi` adds what every route shares (``401``, ``413`` on
-a body, ``422`` where FastAPI validates) and the ``Problem`` schema.
+:func:`problems`; :func:`complete_openapi` adds to FastAPI's document what every route
+shares (``401``, ``413`` on a body, ``422`` where FastAPI validates) and the ``Problem``
+schema. The app calls it from its ``openapi()`` (FastAPI's documented way to extend it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from joblib_app.problems import PROBLEM_CONTENT_TYPE
@@ -89,7 +88,8 @@ def prefer_wait_parameter(what: str) -> dict[str, Any]:
 
 def _is_fastapi_validation(entry: dict[str, Any]) -> bool:
     schema = entry.get("content", {}).get("application/json", {}).get("schema", {})
-    return schema.get("$ref", "").endswith("/HTTPValidationError")
+    ref: str = schema.get("$ref", "")
+    return ref.endswith("/HTTPValidationError")
 
 
 def _complete_operation(operation: dict[str, Any]) -> None:
@@ -143,16 +143,7 @@ def _complete(schema: dict[str, Any], settings: JobLibSettings) -> dict[str, Any
     return schema
 
 
-def install_openapi(api: FastAPI, settings: JobLibSettings) -> None:
-    """Make ``api``'s OpenAPI document true to what it answers (call after every route and
-    every other ``api.openapi`` wrapper is in place)."""
-    generate: Callable[[], dict[str, Any]] = api.openapi
-    done: dict[str, Any] = {}
-
-    def openapi() -> dict[str, Any]:
-        if "schema" not in done:
-            done["schema"] = _complete(generate(), settings)
-            api.openapi_schema = done["schema"]
-        return done["schema"]
-
-    api.openapi = openapi  # type: ignore[method-assign]
+def complete_openapi(schema: dict[str, Any], settings: JobLibSettings) -> dict[str, Any]:
+    """Make FastAPI's document of the app true to what the app answers, in place: the
+    ``Problem`` schema, the bearer scheme, and ``401``/``413``/``422`` as problem+json."""
+    return _complete(schema, settings)

@@ -1,26 +1,27 @@
-"""Plain ASGI routing for the endpoints every worker calls once or more per task.
+"""The endpoints every worker calls once or more per task: ordinary routes, cheap endpoints.
 
-Submit, claim, read and update run for every task, so they skip FastAPI's per-request
-machinery (middleware stack, dependency injection, response-model validation), which
-costs several times what the work itself does. They keep the contract byte for byte: the
-same authentication, body limit, problem+json errors (401, 404, 405, 413, 422, 500) and
-bodies. Everything else is served by the FastAPI app.
+Submit, claim, read and update run for every task. They are routes of the app like any
+other (:class:`PlainRoute`, a FastAPI ``APIRoute``): the host's middleware and exception
+handlers apply to them, the app's router matches them and answers their 404, 405 and HEAD,
+and FastAPI documents them from their declaration. Only the endpoint is different: a plain
+handler that reads the body with pydantic-core and writes serialised JSON, skipping
+FastAPI's dependency injection and response validation, which cost several times what the
+work itself does. A :class:`~joblib_app.problems.ProblemError` it raises reaches the app's
+exception handlers as any route's does.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import logging
-import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
@@ -28,13 +29,7 @@ from joblib_app.api.deps import authenticate
 from joblib_app.api.openapi import problem_response as problem_doc
 from joblib_app.context import AppContext
 from joblib_app.principal import Principal
-from joblib_app.problems import (
-    ProblemError,
-    internal_error_response,
-    problem_error_response,
-    too_large_problem,
-    validation_problem,
-)
+from joblib_app.problems import ProblemError, too_large_problem, validation_problem
 from joblib_app.store.connection_loss import database_unavailable, is_connection_lost
 
 logger = logging.getLogger(__name__)
@@ -143,21 +138,47 @@ def _is_json(content_type: bytes) -> bool:
 Handler = Callable[[PlainRequest], Awaitable[PlainResponse]]
 
 
-@dataclass(frozen=True, slots=True)
-class PlainRoute:
-    method: str
-    path: str
-    pattern: re.Pattern[str]
-    handler: Handler
-    # For the OpenAPI document only: what the route reads and answers.
-    body: type[BaseModel] | None
-    response: type[BaseModel]
-    status: int
-    summary: str = ""
-    # Problem statuses the route can answer besides 401, 413 and 422 (see api.openapi).
-    errors: tuple[int, ...] = ()
-    parameters: tuple[dict[str, Any], ...] = ()
-    response_headers: Mapping[str, str] | None = None
+class PlainOperation:
+    """A plain route's declaration, and the endpoint FastAPI documents it by.
+
+    Its signature names what the route reads (the path parameters as strings, the body as
+    ``body``), so FastAPI's own OpenAPI generation describes it as any route; calling it
+    serves nothing, the route's ASGI app (:class:`PlainEndpoint`) does.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        handler: Handler,
+        options: dict[str, Any],
+        body: type[BaseModel] | None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.handler = handler
+        # Keyword arguments of ``APIRoute`` (response model, status, responses, ...).
+        self.options = options
+        self.__name__ = handler.__name__
+        self.__doc__ = handler.__doc__
+        parameters = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str)
+            for name in _path_parameters(path)
+        ]
+        if body is not None:
+            parameters.append(
+                inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body)
+            )
+        self.__signature__ = inspect.Signature(parameters)
+
+    async def __call__(self, **_: Any) -> None:
+        raise RuntimeError(
+            f"{self.__name__} is served by its plain handler; add it with add_plain_routes"
+        )
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
 
 
 def route(
@@ -172,181 +193,110 @@ def route(
     errors: tuple[int, ...] = (),
     parameters: tuple[dict[str, Any], ...] = (),
     response_headers: Mapping[str, str] | None = None,
-) -> PlainRoute:
-    """``path`` uses ``{name}`` for one path segment, as FastAPI's routes do.
+) -> PlainOperation:
+    """Declare a plain route; ``path`` uses ``{name}`` for one path segment, as FastAPI's do.
 
-    ``summary``, ``errors``, ``parameters`` (extra OpenAPI parameter objects) and
-    ``response_headers`` (name to description) only feed the OpenAPI document.
+    ``response`` and ``body`` (models), ``summary``, ``errors`` (problem statuses besides 401,
+    413 and 422, see :mod:`joblib_app.api.openapi`), ``parameters`` (extra OpenAPI parameter
+    objects) and ``response_headers`` (name to description) only feed the OpenAPI document:
+    the handler reads and answers by itself.
     """
-    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-    return PlainRoute(
-        method,
-        path,
-        re.compile(f"^{regex}$"),
-        handler,
-        body,
-        response,
-        status,
-        summary,
-        errors,
-        parameters,
-        response_headers,
-    )
+    doc = inspect.getdoc(handler) or ""
+    answer: dict[str, Any] = {}
+    if response_headers:
+        answer["headers"] = {
+            name: {"description": why, "schema": {"type": "string"}}
+            for name, why in response_headers.items()
+        }
+    responses: dict[int | str, dict[str, Any]] = {status: answer}
+    responses.update({code: problem_doc(code) for code in errors})
+    options: dict[str, Any] = {
+        "response_model": response,
+        "status_code": status,
+        "summary": summary or doc.split("\n", 1)[0],
+        "description": doc,
+        "response_description": "OK" if status == 200 else "Accepted",
+        "responses": responses,
+        "operation_id": handler.__name__,
+    }
+    if parameters:
+        # FastAPI appends these to the parameters it found in the signature.
+        options["openapi_extra"] = {"parameters": list(parameters)}
+    return PlainOperation(method, path, handler, options, body)
 
 
-def document_routes(api: FastAPI, routes: Sequence[PlainRoute], tag: str) -> None:
-    """Add ``routes`` to ``api``'s OpenAPI document, which only knows FastAPI's own routes."""
-    generate = api.openapi
+class PlainRoute(APIRoute):
+    """An ``APIRoute`` documented as FastAPI documents any, served by a plain handler.
 
-    def openapi() -> dict[str, Any]:
-        if api.openapi_schema:
-            return api.openapi_schema
-        schema = generate()
-        models = {m for r in routes for m in (r.body, r.response) if m is not None}
-        refs, definitions = models_json_schema(
-            [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    Built by :func:`add_plain_routes` from a :class:`PlainOperation` endpoint.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not isinstance(endpoint, PlainOperation):
+            raise TypeError("a PlainRoute's endpoint is a PlainOperation (see route())")
+        super().__init__(path, endpoint, **kwargs)
+        # Replaces FastAPI's request handler (dependency injection, response validation).
+        self.app = PlainEndpoint(endpoint.handler)
+
+
+def add_plain_routes(app: FastAPI, operations: Sequence[PlainOperation], *, tag: str) -> None:
+    """Add ``operations`` to ``app``'s routes, in order, documented under ``tag``.
+
+    They go first in the routing table: the router tries routes in order, and these are
+    the ones every worker calls for every task.
+    """
+    routes = app.router.routes
+    start = len(routes)
+    for operation in operations:
+        app.router.add_api_route(
+            operation.path,
+            operation,
+            methods=[operation.method],
+            tags=[tag],
+            route_class_override=PlainRoute,
+            **operation.options,
         )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(definitions.get("$defs", {}))
-        for r in routes:
-            doc = inspect.getdoc(r.handler) or ""
-            answer: dict[str, Any] = {
-                "description": "OK" if r.status == 200 else "Accepted",
-                "content": {"application/json": {"schema": refs[(r.response, "validation")]}},
-            }
-            if r.response_headers:
-                answer["headers"] = {
-                    name: {"description": why, "schema": {"type": "string"}}
-                    for name, why in r.response_headers.items()
-                }
-            responses: dict[str, Any] = {str(r.status): answer}
-            responses.update({str(s): problem_doc(s) for s in r.errors})
-            operation: dict[str, Any] = {
-                "tags": [tag],
-                "summary": r.summary or doc.split("\n", 1)[0],
-                "description": doc,
-                "operationId": r.handler.__name__,
-                "parameters": [
-                    {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                    for n in r.pattern.groupindex
-                ]
-                + list(r.parameters),
-                "responses": responses,
-            }
-            if r.body is not None:
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": refs[(r.body, "validation")]}},
-                }
-            schema.setdefault("paths", {}).setdefault(r.path, {})[r.method.lower()] = operation
-        return schema
-
-    api.openapi = openapi  # type: ignore[method-assign]
+    added = routes[start:]
+    del routes[start:]
+    routes[0:0] = added
 
 
-def allow_list(methods: Iterable[str]) -> list[str]:
-    """The methods of an ``Allow`` header, sorted, with HEAD wherever GET is."""
-    found = set(methods)
-    if "GET" in found:
-        found.add("HEAD")
-    return sorted(found)
+class PlainEndpoint:
+    """The ASGI app of a plain route: the handler's answer, or its exception raised.
 
+    The app context is the serving app's ``state.joblib``, as for the FastAPI routes.
+    """
 
-def route_path(scope: Scope) -> str:
-    """The path below the mount point (Starlette keeps the full path in ``scope``)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
+    __slots__ = ("handler",)
 
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
 
-class PlainRouter:
-    """Matches a request to a plain route; ``None`` hands it to the FastAPI app."""
-
-    def __init__(
-        self,
-        routes: Sequence[PlainRoute],
-        ctx: AppContext,
-        other_methods: Callable[[Scope], Iterable[str]] | None = None,
-    ) -> None:
-        self.routes = tuple(routes)
-        self.ctx = ctx
-        # Methods other routes (the FastAPI app's) serve on a path, for a 405's ``Allow``.
-        self.other_methods = other_methods
-
-    def match(self, scope: Scope) -> Callable[[Receive, Send], Awaitable[None]] | None:
-        path = route_path(scope)
-        # As Starlette does: HEAD is served by the GET route (the server drops the body).
-        method = "GET" if scope["method"] == "HEAD" else scope["method"]
-        allowed: list[str] = []
-        for candidate in self.routes:
-            found = candidate.pattern.match(path)
-            if found is None:
-                continue
-            if candidate.method != method:
-                allowed.append(candidate.method)
-                continue
-            return functools.partial(self._serve, candidate.handler, scope, found.groupdict())
-        if not allowed:
-            return None
-        if self.other_methods is not None:
-            allowed.extend(self.other_methods(scope))
-        allowed = allow_list(allowed)
-
-        async def refuse(receive: Receive, send: Send) -> None:
-            problem = ProblemError(
-                405,
-                "method-not-allowed",
-                "Method Not Allowed",
-                headers={"Allow": ", ".join(allowed)},
-            )
-            await _send_problem(problem, scope, receive, send)
-
-        return refuse
-
-    async def _serve(
-        self,
-        handler: Handler,
-        scope: Scope,
-        params: dict[str, str],
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        request = PlainRequest(scope, receive, self.ctx, params)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: AppContext = scope["app"].state.joblib
+        params: dict[str, str] = scope["path_params"]
         try:
+            response = await self.handler(PlainRequest(scope, receive, ctx, params))
+        except Exception as exc:
+            if not is_connection_lost(exc):
+                raise
+            if scope["method"] not in ("GET", "HEAD"):
+                # A write may or may not have committed: the client decides.
+                logger.warning("Database connection lost on %s %s", scope["method"], scope["path"])
+                raise database_unavailable() from exc
+            # A read is safe to run again, once, on a fresh connection.
+            logger.info("Database connection lost on %s; reading again", scope["path"])
             try:
-                response = await handler(request)
-            except Exception as exc:
-                if not is_connection_lost(exc):
+                response = await self.handler(PlainRequest(scope, receive, ctx, params))
+            except Exception as again:
+                if not is_connection_lost(again):
                     raise
-                if scope["method"] not in ("GET", "HEAD"):
-                    # A write may or may not have committed: the client decides.
-                    logger.warning(
-                        "Database connection lost on %s %s", scope["method"], scope["path"]
-                    )
-                    raise database_unavailable() from exc
-                # A read is safe to run again, once, on a fresh connection.
-                logger.info("Database connection lost on %s; reading again", scope["path"])
-                try:
-                    response = await handler(PlainRequest(scope, receive, self.ctx, params))
-                except Exception as again:
-                    if not is_connection_lost(again):
-                        raise
-                    raise database_unavailable() from again
-        except ProblemError as exc:
-            await _send_problem(exc, scope, receive, send)
-            return
-        except Exception:
-            logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
-            await internal_error_response(scope["path"])(scope, receive, send)
-            return
+                raise database_unavailable() from again
         await send_json(send, response)
 
 
-async def _send_problem(exc: ProblemError, scope: Scope, receive: Receive, send: Send) -> None:
-    await problem_error_response(exc, scope["path"])(scope, receive, send)
-
-
 async def send_json(send: Send, response: PlainResponse) -> None:
+    """Send ``response`` as the whole ``application/json`` answer."""
     headers = [
         (b"content-length", str(len(response.body)).encode()),
         (b"content-type", _JSON),

@@ -20,7 +20,7 @@ from joblib_app.api.deps import format_seconds, parse_prefer_wait
 from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
 from joblib_app.api.long_poll import STOPPING, claim_long_poll, until_stopping
 from joblib_app.api.openapi import prefer_wait_parameter
-from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
+from joblib_app.api.plain import PlainOperation, PlainRequest, PlainResponse, route
 from joblib_app.api.privacy import check_readable_task
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
@@ -279,7 +279,7 @@ def check_result_size(result: Any, limit: int) -> None:
         )
 
 
-TASK_ROUTES: list[PlainRoute] = [
+TASK_ROUTES: list[PlainOperation] = [
     route(
         "POST",
         "/rooms/{room_id}/tasks/{job_full_name}",
