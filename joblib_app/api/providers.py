@@ -18,7 +18,6 @@ from joblib_app.api.deps import (
     CurrentPrincipal,
     Limit,
     Offset,
-    format_seconds,
     prefer_wait,
 )
 from joblib_app.api.guards import check_category, owned_worker_or_new
@@ -27,7 +26,9 @@ from joblib_app.api.openapi import prefer_wait_parameter, problems
 from joblib_app.api.privacy import check_readable_room
 from joblib_app.api.schemas import Page, ProviderOut, ProviderRegister
 from joblib_app.context import AppContext
-from joblib_app.limits import check_json_body, is_plain_id
+from joblib_app.domain.names import is_plain_id
+from joblib_app.domain.prefer import format_seconds
+from joblib_app.limits import check_json_body
 from joblib_app.models import utcnow
 from joblib_app.names import RESERVED_ROOMS, make_full_name, parse_full_name, validate_room_id
 from joblib_app.problems import ProblemError, forbidden, provider_not_found, too_large_problem

@@ -16,7 +16,6 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from joblib_app.api.deps import format_seconds, parse_prefer_wait
 from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
 from joblib_app.api.long_poll import STOPPING, claim_long_poll, until_stopping
 from joblib_app.api.openapi import prefer_wait_parameter
@@ -24,9 +23,11 @@ from joblib_app.api.plain import PlainRequest, PlainResponse, PlainRoute, route
 from joblib_app.api.privacy import check_readable_task
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.context import AppContext
+from joblib_app.domain.names import is_plain_id
+from joblib_app.domain.prefer import format_seconds, parse_prefer_wait
 from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
 from joblib_app.leases import ClientGone, release_undelivered_claim
-from joblib_app.limits import check_json_body, is_plain_id
+from joblib_app.limits import check_json_body
 from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
 from joblib_app.names import INTERNAL_ROOM, validate_room_id
 from joblib_app.principal import Principal

@@ -8,7 +8,7 @@ from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset
 from joblib_app.api.openapi import problems
 from joblib_app.api.schemas import Page, WorkerOut, WorkerSummary
 from joblib_app.cleanup import cleanup_workers
-from joblib_app.limits import is_plain_id
+from joblib_app.domain.names import is_plain_id
 from joblib_app.models import utcnow
 from joblib_app.problems import forbidden, worker_not_found
 from joblib_app.store import workers

@@ -11,7 +11,7 @@ import socketio
 from starlette.requests import HTTPConnection
 
 from joblib_app.context import AppContext
-from joblib_app.limits import is_plain_id
+from joblib_app.domain.names import is_plain_id
 from joblib_app.models import utcnow
 from joblib_app.names import parse_full_name, validate_room_id
 from joblib_app.principal import Principal
