@@ -19,7 +19,6 @@ from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
 from joblib_app.api.docs import install_redoc
-from joblib_app.api.long_poll import ShutdownSignals, begin_stopping, reset_stopping
 from joblib_app.api.openapi import install_openapi
 from joblib_app.api.plain import PlainRouter, allow_list, document_routes, route_path
 from joblib_app.api.task_routes import TASK_ROUTES
@@ -27,7 +26,6 @@ from joblib_app.body_limit import BodySizeLimit
 from joblib_app.config import JoblibConfig
 from joblib_app.context import AppContext
 from joblib_app.dashboard import DashboardHub, install_dashboard
-from joblib_app.internal.dispatch import ensure_internal_jobs
 from joblib_app.internal.executor import database_executor
 from joblib_app.internal.registry import InternalRegistry, register_internal_tasks
 from joblib_app.metrics import TaskTimings, metrics_endpoint
@@ -39,9 +37,11 @@ from joblib_app.providers.redis_backend import RedisResultBackend
 from joblib_app.realtime.notifier import InProcessNotifier, Notifier, RedisNotifier
 from joblib_app.realtime.redis_guard import BackgroundSender, BoundedRedisManager
 from joblib_app.realtime.socketio_server import create_socketio_server, install_handlers
+from joblib_app.services.internal import ensure_internal_jobs
+from joblib_app.services.stopping import ShutdownSignals, begin_stopping, reset_stopping
+from joblib_app.services.task_status import set_task_status
 from joblib_app.store.database import Database
 from joblib_app.sweeper import SWEEPER_STOP, run_sweeper
-from joblib_app.task_changes import set_task_status
 
 logger = logging.getLogger(__name__)
 

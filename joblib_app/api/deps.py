@@ -19,7 +19,8 @@ MAX_PAGE_SIZE = 500
 async def get_context(request: Request) -> AppContext:
     """The app context. Async on purpose: FastAPI runs a sync dependency in a worker thread,
     a thread hop on every request for a plain attribute read."""
-    return request.app.state.joblib
+    ctx: AppContext = request.app.state.joblib
+    return ctx
 
 
 async def authenticate(conn: HTTPConnection, ctx: AppContext) -> Principal:
