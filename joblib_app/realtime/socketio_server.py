@@ -164,6 +164,12 @@ class JoblibNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         super().__init__(namespace)
         self._get_ctx = get_ctx
 
+    @classmethod
+    def client_events(cls) -> frozenset[str]:
+        """The events a client may send (``connect`` and ``disconnect`` are the protocol's)."""
+        handled = {name.removeprefix("on_") for name in dir(cls) if name.startswith("on_")}
+        return frozenset(handled - {"connect", "disconnect"})
+
     async def _principal(self, sid: str) -> Principal | None:
         session = await self.get_session(sid)
         principal: Principal | None = session.get("principal")

@@ -62,10 +62,12 @@ def request_hash(params: Mapping[str, str]) -> tuple[str, str]:
 
 
 def result_key(full_name: str, digest: str) -> str:
+    """Where a read's result is cached."""
     return f"provider-result:{full_name}:{digest}"
 
 
 def inflight_key(full_name: str, digest: str) -> str:
+    """The lock held while one read's ``provider_request`` waits for its upload."""
     return f"provider-inflight:{full_name}:{digest}"
 
 
