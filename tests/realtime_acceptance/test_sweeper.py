@@ -22,8 +22,8 @@ import pytest
 
 from joblib_app import JoblibConfig, JobLibSettings, create_joblib_app, sweeper
 from joblib_app.auth import static_token_authenticator
-from joblib_app.services.workers import cleanup_workers
 from joblib_app.models import utcnow
+from joblib_app.services.workers import cleanup_workers
 from joblib_app.store import workers
 from tests.realtime_acceptance.conftest import sqlite_env
 from tests.realtime_acceptance.support import Room, WorkerProcess, connect, http, new_room
