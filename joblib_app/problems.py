@@ -21,12 +21,8 @@ from joblib_app.domain.errors import (
     BodyTooLarge,
     DatabaseUnavailable,
     Forbidden,
-    InvalidJobName,
-    JobNotFound,
-    ProviderNotFound,
     TaskNotFound,
     ValidationFailed,
-    WorkerNotFound,
 )
 
 # Re-exported: hosts raise and catch it from here.
@@ -46,22 +42,6 @@ def forbidden(detail: str) -> Forbidden:
 def task_not_found(task_id: str) -> TaskNotFound:
     """``404 task-not-found``: kept for older callers; raise :class:`TaskNotFound`."""
     return TaskNotFound(task_id)
-
-
-def job_not_found(name: str) -> JobNotFound:
-    return JobNotFound(name)
-
-
-def invalid_job_name(name: str) -> InvalidJobName:
-    return InvalidJobName(name)
-
-
-def worker_not_found(worker_id: str) -> WorkerNotFound:
-    return WorkerNotFound(worker_id)
-
-
-def provider_not_found(name: str) -> ProviderNotFound:
-    return ProviderNotFound(name)
 
 
 def too_large_problem(limit: int) -> BodyTooLarge:
