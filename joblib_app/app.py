@@ -19,7 +19,6 @@ from joblib_app.api import providers as providers_api
 from joblib_app.api import tasks as tasks_api
 from joblib_app.api import workers as workers_api
 from joblib_app.api.docs import install_offline_docs
-from joblib_app.api.long_poll import ShutdownSignals, begin_stopping, reset_stopping
 from joblib_app.api.openapi import complete_openapi
 from joblib_app.api.plain import add_plain_routes
 from joblib_app.api.routing import install_method_routing
@@ -28,7 +27,6 @@ from joblib_app.body_limit import BodySizeLimit
 from joblib_app.config import JoblibConfig
 from joblib_app.context import AppContext
 from joblib_app.dashboard import DashboardHub, install_dashboard
-from joblib_app.internal.dispatch import ensure_internal_jobs
 from joblib_app.internal.executor import database_executor
 from joblib_app.internal.registry import InternalRegistry, register_internal_tasks
 from joblib_app.metrics import TaskTimings, metrics_endpoint
@@ -40,9 +38,11 @@ from joblib_app.providers.redis_backend import RedisResultBackend
 from joblib_app.realtime.notifier import InProcessNotifier, Notifier, RedisNotifier
 from joblib_app.realtime.redis_guard import BackgroundSender, BoundedRedisManager
 from joblib_app.realtime.socketio_server import create_socketio_server, install_handlers
+from joblib_app.services.internal import ensure_internal_jobs
+from joblib_app.services.stopping import ShutdownSignals, begin_stopping, reset_stopping
+from joblib_app.services.task_status import set_task_status
 from joblib_app.store.database import Database
 from joblib_app.sweeper import SWEEPER_STOP, run_sweeper
-from joblib_app.task_changes import set_task_status
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class JoblibApp(FastAPI):
             self._sweeper_task = asyncio.create_task(
                 run_sweeper(ctx, self._sweeper_stop), name="joblib-sweeper"
             )
-            # The server's SIGTERM/SIGINT end open long-polls at once (see api.long_poll).
+            # The server's SIGTERM/SIGINT end open long-polls at once (see services.stopping).
             reset_stopping(ctx)
             self._shutdown_signals.install()
             self._started = True

@@ -1,57 +1,24 @@
-"""Bounds on what the API accepts: string lengths and characters, JSON nesting, paging.
-
-Checked in Python before anything reaches the database, so SQLite and PostgreSQL answer
-the same (PostgreSQL refuses NUL in text and enforces ``VARCHAR(255)``; SQLite does neither).
+"""Bounds on what the API accepts, as pydantic field types: JSON nesting, paging, and
+the text rules of :mod:`joblib_app.domain.names`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from joblib_app.problems import validation_problem
+from joblib_app.domain.errors import ValidationFailed
+from joblib_app.domain.names import (
+    CONTENT_TYPE_PATTERN,
+    MAX_TEXT_CHARS,
+    NAME_PATTERN,
+    TEXT_PATTERN,
+    clean_error_text,
+)
 
-# Room ids, categories, names, content types: the width of their columns.
-MAX_TEXT_CHARS = 255
-# ``{room}:{category}:{name}``.
-MAX_FULL_NAME_CHARS = 3 * MAX_TEXT_CHARS + 2
-# Server-made ids (workers, tasks, providers) are UUIDs; anything longer cannot exist.
-MAX_ID_CHARS = 36
 # Far beyond any real page, and inside the 64-bit integers both databases take.
 MAX_OFFSET = 2**31 - 1
-# A worker's error text is truncated to this many characters.
-MAX_ERROR_CHARS = 65_536
-
-# C0 controls, DEL, and lone surrogates (which cannot be encoded as UTF-8).
-_BAD_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
-# Printable text without ``:`` (the full-name separator) or ``/`` (a path separator).
-NAME_PATTERN = r"^[^:/\x00-\x1f\x7f]+$"
-# Printable text (worker ids in bodies).
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-# A media type is a header value: printable ASCII, no CR/LF.
-CONTENT_TYPE_PATTERN = r"^[!-~][ -~]*$"
-_REPLACEMENT = "\ufffd"
-
-
-def has_bad_chars(value: str) -> bool:
-    """Whether ``value`` holds a control character or a lone surrogate."""
-    return _BAD_CHARS.search(value) is not None
-
-
-def is_plain_id(value: str) -> bool:
-    """Whether ``value`` could be a server-made id; if not, it names nothing (404)."""
-    return 0 < len(value) <= MAX_ID_CHARS and not has_bad_chars(value)
-
-
-def clean_error_text(value: str | None) -> str | None:
-    """A worker's error text as stored: NUL and lone surrogates become U+FFFD, and text
-    longer than :data:`MAX_ERROR_CHARS` is cut there. Other characters are kept."""
-    if value is None:
-        return None
-    cleaned = re.sub("[\x00\ud800-\udfff]", _REPLACEMENT, value)
-    return cleaned[:MAX_ERROR_CHARS]
 
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NAME_PATTERN)]
@@ -92,7 +59,7 @@ def check_json_body(value: Any, max_depth: int, field: str) -> None:
     """``422`` (located at ``body.<field>``) when :func:`json_problem` refuses ``value``."""
     problem = json_problem(value, max_depth)
     if problem is not None:
-        raise validation_problem(
+        raise ValidationFailed(
             [{"loc": ["body", field], "msg": f"{field} {problem}", "type": "value_error"}]
         )
 

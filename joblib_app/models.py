@@ -6,7 +6,6 @@ classes define the schema once for both SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,18 +13,11 @@ from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, String, 
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from joblib_app.domain.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
+from joblib_app.domain.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
 
-class TaskStatus(enum.StrEnum):
-    PENDING = "pending"
-    CLAIMED = "claimed"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-ACTIVE_STATUSES = (TaskStatus.CLAIMED.value, TaskStatus.RUNNING.value)
+# The statuses live in the domain vocabulary (re-exported here for the store's imports).
+from joblib_app.domain.statuses import TaskStatus as TaskStatus
 
 
 def utcnow() -> datetime:

@@ -1,4 +1,9 @@
-"""RFC 9457 problem details: the one error shape every endpoint answers with."""
+"""RFC 9457 problem details: the one error shape every endpoint answers with.
+
+The errors themselves are :mod:`joblib_app.domain.errors`, one class per problem kind, all
+:class:`ProblemError`; this module is the one place that turns them into
+``application/problem+json``.
+"""
 
 from __future__ import annotations
 
@@ -12,76 +17,36 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from joblib_app.domain.errors import (
+    BodyTooLarge,
+    DatabaseUnavailable,
+    Forbidden,
+    TaskNotFound,
+    ValidationFailed,
+)
+
+# Re-exported: hosts raise and catch it from here.
+from joblib_app.domain.errors import ProblemError as ProblemError
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "/v1/problems/"
 
 
-class ProblemError(Exception):
-    """An error answered as ``application/problem+json``.
-
-    ``kind`` is the kebab-case problem name (``job-not-found``); the body's ``type`` is
-    ``/v1/problems/<kind>``.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        kind: str,
-        detail: str,
-        *,
-        title: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        errors: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.kind = kind
-        self.detail = detail
-        self.title = title or kind.replace("-", " ").capitalize()
-        self.headers = dict(headers or {})
-        # Field errors of a 422, answered as the body's ``errors`` member.
-        self.errors = errors
+def forbidden(detail: str) -> Forbidden:
+    """``403 forbidden``: kept for older callers; raise :class:`Forbidden`."""
+    return Forbidden(detail)
 
 
-def job_not_found(name: str) -> ProblemError:
-    return ProblemError(404, "job-not-found", f"Job '{name}' not found")
+def task_not_found(task_id: str) -> TaskNotFound:
+    """``404 task-not-found``: kept for older callers; raise :class:`TaskNotFound`."""
+    return TaskNotFound(task_id)
 
 
-def invalid_job_name(name: str) -> ProblemError:
-    """``404 job-not-found`` for a malformed full name, worded as the reference's detail
-    (its clients look for ``Invalid job name format``)."""
-    return ProblemError(
-        404,
-        "job-not-found",
-        f"Invalid job name format: '{name}' (expected room_id:category:name)",
-    )
-
-
-def worker_not_found(worker_id: str) -> ProblemError:
-    return ProblemError(404, "worker-not-found", f"Worker '{worker_id}' not found")
-
-
-def task_not_found(task_id: str) -> ProblemError:
-    return ProblemError(404, "task-not-found", f"Task '{task_id}' not found")
-
-
-def provider_not_found(name: str) -> ProblemError:
-    return ProblemError(404, "provider-not-found", f"Provider '{name}' not found")
-
-
-def forbidden(detail: str) -> ProblemError:
-    return ProblemError(403, "forbidden", detail)
-
-
-def too_large_problem(limit: int) -> ProblemError:
-    return ProblemError(
-        413,
-        "content-too-large",
-        f"The request body is larger than {limit} bytes",
-        title="Content too large",
-    )
+def too_large_problem(limit: int) -> BodyTooLarge:
+    """``413 content-too-large`` of a body beyond ``limit`` bytes."""
+    return BodyTooLarge(limit)
 
 
 class BodyTooLargeError(StarletteHTTPException):
@@ -96,16 +61,9 @@ class BodyTooLargeError(StarletteHTTPException):
         super().__init__(413, self.problem.detail)
 
 
-def validation_problem(errors: list[dict[str, Any]]) -> ProblemError:
+def validation_problem(errors: list[dict[str, Any]]) -> ValidationFailed:
     """``422`` with each error as ``{"loc", "msg", "type"}``, summarised in ``detail``."""
-    summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-    return ProblemError(
-        422,
-        "validation-error",
-        summary or "Request validation failed",
-        title="Validation error",
-        errors=errors,
-    )
+    return ValidationFailed(errors)
 
 
 def problem_response(
@@ -200,14 +158,14 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # Imported here: that module builds its answer with this one's ProblemError.
-    from joblib_app.store.connection_loss import database_unavailable, is_connection_lost
+    # Imported here: the store (SQLAlchemy) is not loaded by importing the error shape.
+    from joblib_app.store.connection_loss import is_connection_lost
 
     if is_connection_lost(exc):
         logger.warning(
             "Database connection lost on %s %s: %s", request.method, request.url.path, exc
         )
-        return await _handle_problem(request, database_unavailable())
+        return await _handle_problem(request, DatabaseUnavailable())
     logger.exception("Unhandled error on %s %s", request.method, request.url.path)
     return internal_error_response(request.url.path)
 

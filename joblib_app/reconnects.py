@@ -15,9 +15,9 @@ import asyncio
 import logging
 from collections.abc import Collection
 
-from joblib_app.cleanup import cleanup_workers
 from joblib_app.context import AppContext
 from joblib_app.models import utcnow
+from joblib_app.services.workers import cleanup_workers
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Periodic recovery: workers that stopped heartbeating, internal tasks that never finished."""
+"""Periodic recovery: workers that stopped heartbeating, internal tasks that never finished,
+lost claims, runs past their timeout, old finished tasks. Each is a service operation; this
+module only says when they run."""
 
 from __future__ import annotations
 
@@ -6,16 +8,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from joblib_app.cleanup import cleanup_workers
 from joblib_app.context import AppContext
-from joblib_app.leases import announce_pending, requeue_expired_claims
 from joblib_app.models import utcnow
-from joblib_app.realtime.events import Outbox
 from joblib_app.retention import delete_finished_tasks
-from joblib_app.store import tasks, workers
-from joblib_app.views import record_task_change
+from joblib_app.services.claim import requeue_expired_claims
+from joblib_app.services.recovery import fail_stuck_internal_tasks, time_out_runs
+from joblib_app.services.workers import cleanup_workers
+from joblib_app.store import workers
 
 logger = logging.getLogger(__name__)
 SWEEPER_STOP = "sweeper_stop"
@@ -48,20 +49,7 @@ async def sweep_once(ctx: AppContext, *, judge_workers: bool = True) -> SweepRep
         else []
     )
 
-    internal_cutoff = now - timedelta(seconds=settings.internal_task_timeout_seconds)
-    async with ctx.db.write() as conn:
-        stuck = await tasks.fail_active_tasks(
-            conn,
-            tasks.internal_tasks_older_than(internal_cutoff),
-            f"Internal task timed out after {settings.internal_task_timeout_seconds:g} s",
-            now,
-        )
-    if stuck:
-        outbox = Outbox()
-        for row in stuck:
-            record_task_change(outbox, row, {})
-        await ctx.dispatch(outbox)
-        logger.warning("Sweeper failed %d stuck internal task(s)", len(stuck))
+    stuck = await fail_stuck_internal_tasks(ctx, now)
     requeued = await requeue_expired_claims(ctx, now)
     await time_out_runs(ctx, now)
     deleted = 0
@@ -88,34 +76,6 @@ async def sweep_once(ctx: AppContext, *, judge_workers: bool = True) -> SweepRep
         claims_requeued=len(requeued),
         tasks_deleted=deleted,
     )
-
-
-async def time_out_runs(ctx: AppContext, now: datetime) -> None:
-    """Runs longer than their job's ``timeout_seconds``: queued again while the job allows
-    another attempt, else failed (``timed out``). The worker's later update is 409."""
-    async with ctx.db.read() as conn:
-        limited = await tasks.jobs_with_timeouts(conn)
-    for job_id, timeout in limited:
-        where = tasks.running_tasks_of_job_started_before(job_id, now - timedelta(seconds=timeout))
-        async with ctx.db.write() as conn:
-            requeued = await tasks.requeue_lost_tasks(conn, where)
-            failed = await tasks.fail_active_tasks(
-                conn, where, f"Task timed out after {timeout:g} s", now
-            )
-        if failed:
-            outbox = Outbox()
-            for row in failed:
-                record_task_change(outbox, row, {})
-            await ctx.dispatch(outbox)
-        await announce_pending(ctx, requeued)
-        if requeued or failed:
-            logger.warning(
-                "%d task(s) ran longer than %g s: %d requeued, %d failed",
-                len(requeued) + len(failed),
-                timeout,
-                len(requeued),
-                len(failed),
-            )
 
 
 async def run_sweeper(ctx: AppContext, stop: asyncio.Event) -> None:

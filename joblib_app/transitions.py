@@ -1,26 +1,8 @@
-"""The task state machine."""
+"""The task state machine: kept for older imports; the table is
+:mod:`joblib_app.domain.statuses`."""
 
 from __future__ import annotations
 
-from joblib_app.models import TaskStatus
-from joblib_app.problems import ProblemError
+from joblib_app.domain.statuses import ALLOWED_TRANSITIONS, check_transition
 
-_S = TaskStatus
-ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    _S.PENDING: frozenset({_S.CLAIMED, _S.CANCELLED}),
-    _S.CLAIMED: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
-    _S.RUNNING: frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED}),
-    _S.COMPLETED: frozenset(),
-    _S.FAILED: frozenset(),
-    _S.CANCELLED: frozenset(),
-}
-
-
-def check_transition(current: TaskStatus, target: TaskStatus) -> None:
-    """Raise ``409 invalid-task-transition`` unless ``current -> target`` is allowed."""
-    if target not in ALLOWED_TRANSITIONS[current]:
-        raise ProblemError(
-            409,
-            "invalid-task-transition",
-            f"Cannot move a task from {current.value} to {target.value}",
-        )
+__all__ = ["ALLOWED_TRANSITIONS", "check_transition"]

@@ -6,51 +6,23 @@ These run once or more per task for every worker, so they are plain routes
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import uuid
 from typing import Any
 
 import pydantic_core
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from joblib_app.api.deps import format_seconds, parse_prefer_wait
-from joblib_app.api.guards import check_visible_name, check_writable_room, visible_job
-from joblib_app.api.long_poll import STOPPING, claim_long_poll, until_stopping
+from joblib_app.api.hangup import ClientGone
 from joblib_app.api.openapi import prefer_wait_parameter
 from joblib_app.api.plain import PlainOperation, PlainRequest, PlainResponse, route
-from joblib_app.api.privacy import check_readable_task
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
-from joblib_app.context import AppContext
-from joblib_app.internal.dispatch import dispatch_internal_task, require_internal_executor
-from joblib_app.leases import ClientGone, release_undelivered_claim
-from joblib_app.limits import check_json_body, is_plain_id
-from joblib_app.models import TERMINAL_STATUSES, TaskStatus, utcnow
-from joblib_app.names import INTERNAL_ROOM, validate_room_id
-from joblib_app.principal import Principal
-from joblib_app.problems import (
-    ProblemError,
-    forbidden,
-    job_not_found,
-    validation_problem,
-    worker_not_found,
-)
-from joblib_app.realtime.events import (
-    Outbox,
-    TaskAvailable,
-    job_notify_channel,
-    jobs_channel,
-    task_notify_channel,
-)
+from joblib_app.api.views import claim_json, task_json
+from joblib_app.domain.errors import ContentTooLarge, ValidationFailed
+from joblib_app.domain.prefer import parse_prefer_wait, preference_applied
+from joblib_app.services import claim as claim_service
+from joblib_app.services import task_status
+from joblib_app.services.submit import submit_task as submit
 from joblib_app.settings import JobLibSettings
-from joblib_app.store import tasks, workers
-from joblib_app.task_changes import read_task, set_task_status
-from joblib_app.views import claim_json, record_task_change, task_json
-
-# Waiters are woken by the notifier; this re-read only covers a lost notification.
-SAFETY_RECHECK_SECONDS = 5.0
 
 
 def _wait_seconds(request: PlainRequest) -> float | None:
@@ -63,96 +35,20 @@ async def submit_task(request: PlainRequest) -> PlainResponse:
 
     A job of another (non-global) room is ``404 job-not-found``.
     """
-    ctx = request.ctx
-    room_id = request.path_params["room_id"]
-    job_full_name = request.path_params["job_full_name"]
     principal = await request.principal()
     body = await request.json_body(TaskSubmit)
-    check_json_body(body.payload, ctx.settings.max_json_depth, "payload")
-    validate_room_id(room_id)
-    await check_writable_room(ctx, principal, room_id)
-    positions: dict[int, int] = {}
-    if job_full_name.startswith(INTERNAL_ROOM + ":"):
-        row = await _submit_internal(ctx, principal, room_id, job_full_name, body)
-    else:
-        check_visible_name(room_id, job_full_name)
-        # One atomic INSERT (it checks the job is active), then a count: no transaction
-        # needed around them on PostgreSQL.
-        async with ctx.db.autocommit() as conn:
-            row = await tasks.submit_to_active_job(
-                conn,
-                job_name=job_full_name,
-                room_id=room_id,
-                payload=body.payload,
-                created_by=principal.id,
-                now=utcnow(),
-            )
-            if row is None:
-                raise job_not_found(job_full_name)
-            positions = await tasks.queue_positions(conn, [row])
-        outbox = Outbox()
-        record_task_change(outbox, row, positions)
-        outbox.emit(
-            TaskAvailable(job_name=job_full_name, room_id=room_id, task_id=row.id),
-            jobs_channel(job_full_name),
-        )
-        outbox.notify(job_notify_channel(job_full_name), row.id)
-        await ctx.dispatch(outbox)
+    row, positions = await submit(
+        request.ctx,
+        principal,
+        request.path_params["room_id"],
+        request.path_params["job_full_name"],
+        body.payload,
+    )
     headers = {
         "Location": f"{request.scope.get('root_path', '')}/tasks/{row.id}",
         "Retry-After": "1",
     }
     return PlainResponse(task_json(row, positions), status=202, headers=headers)
-
-
-async def _submit_internal(
-    ctx: AppContext, principal: Principal, room_id: str, job_full_name: str, body: TaskSubmit
-) -> Row:
-    """Insert the task already claimed (no worker will), then enqueue it on the broker."""
-    outbox = Outbox()
-    async with ctx.db.write() as conn:
-        job = await visible_job(conn, room_id, job_full_name)
-        require_internal_executor(ctx, job.full_name)
-        row = await tasks.insert_task(
-            conn,
-            job_id=job.id,
-            job_name=job.full_name,
-            room_id=room_id,
-            payload=body.payload,
-            created_by=principal.id,
-            now=utcnow(),
-        )
-        # Claimed before enqueueing: the executor may start before we return. Nobody saw
-        # it pending, so only the claimed state is announced.
-        row = await tasks.mark_claimed(conn, row.id)
-        record_task_change(outbox, row, {})
-    await ctx.dispatch(outbox)
-    return await dispatch_internal_task(ctx, row)
-
-
-async def _check_owned_worker(conn: AsyncConnection, principal: Principal, worker_id: str) -> None:
-    worker = await workers.get_worker(conn, worker_id)
-    if worker is None:
-        raise worker_not_found(worker_id)
-    if worker.user_id != principal.id:
-        raise forbidden("Only the worker's owner may claim tasks with it")
-
-
-async def _claim_once(
-    ctx: AppContext, worker_id: str, *, check_owner: Principal | None = None
-) -> Row | None:
-    # The claim is one atomic statement, which checks the owner too; only when nothing was
-    # claimed is the worker read, to tell "not yours" (403/404) from "nothing pending".
-    async with ctx.db.autocommit() as conn:
-        owner_id = check_owner.id if check_owner is not None else None
-        row = await tasks.claim_next(conn, worker_id, owner_id=owner_id)
-        if row is None and check_owner is not None:
-            await _check_owned_worker(conn, check_owner, worker_id)
-    if row is not None:
-        outbox = Outbox()
-        record_task_change(outbox, row, {})
-        await ctx.dispatch(outbox)
-    return row
 
 
 async def claim_task(request: PlainRequest) -> PlainResponse:
@@ -164,27 +60,15 @@ async def claim_task(request: PlainRequest) -> PlainResponse:
     ctx = request.ctx
     principal = await request.principal()
     body = await request.json_body(ClaimRequest)
-    if not is_plain_id(body.worker_id):
-        # Longer than any worker id: PostgreSQL would refuse it as the claim's new value.
-        raise worker_not_found(body.worker_id)
-    row = await _claim_once(ctx, body.worker_id, check_owner=principal)
+    row = await claim_service.claim_once(ctx, body.worker_id, owner=principal)
     wait = _wait_seconds(request)
     headers: dict[str, str] = {}
     if row is None and wait:
         capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
-        headers["Preference-Applied"] = f"wait={format_seconds(capped)}"
+        headers["Preference-Applied"] = preference_applied(capped)
         # A client that hung up (killed worker, client timeout) is never given a task.
         async with ClientGone(request.receive) as client:
-            row = await claim_long_poll(
-                ctx,
-                body.worker_id,
-                capped,
-                functools.partial(_claim_once, ctx, body.worker_id),
-                client=client,
-            )
-            if row is not None and client.gone:
-                await release_undelivered_claim(ctx, row)
-                row = None
+            row = await claim_service.claim_waiting(ctx, body.worker_id, capped, client=client)
     return PlainResponse(claim_json(row), headers=headers)
 
 
@@ -198,13 +82,9 @@ def task_id_param(request: PlainRequest) -> str:
     try:
         return str(_UUID.validate_python(raw))
     except ValidationError as exc:
-        raise validation_problem(
+        raise ValidationFailed(
             [{"loc": ["path", "task_id"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         ) from exc
-
-
-def _is_terminal(row: Row) -> bool:
-    return TaskStatus(row.status) in TERMINAL_STATUSES
 
 
 async def get_task(request: PlainRequest) -> PlainResponse:
@@ -214,28 +94,11 @@ async def get_task(request: PlainRequest) -> PlainResponse:
     task_id = task_id_param(request)
     wait = _wait_seconds(request)
     if not wait:
-        row, positions = await read_task(ctx, task_id)
-        await check_readable_task(ctx, principal, row)
+        row, positions = await task_status.read_visible_task(ctx, principal, task_id)
         return PlainResponse(task_json(row, positions))
     capped = min(wait, ctx.settings.long_poll_max_wait_seconds)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + capped
-    # Subscribe before reading, so a change between the read and the wait still wakes us.
-    async with ctx.notifier.listen([task_notify_channel(task_id)]) as listener:
-        row, positions = await read_task(ctx, task_id)
-        await check_readable_task(ctx, principal, row)
-        if _is_terminal(row):
-            # Nothing to wait for: answered at once, so the wait was not applied.
-            return PlainResponse(task_json(row, positions))
-        while not _is_terminal(row):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            woken = await until_stopping(ctx, listener.wait(min(remaining, SAFETY_RECHECK_SECONDS)))
-            row, positions = await read_task(ctx, task_id)
-            if woken is STOPPING:
-                break
-    headers = {"Preference-Applied": f"wait={format_seconds(capped)}"}
+    row, positions, applied = await task_status.wait_for_task(ctx, principal, task_id, capped)
+    headers = {"Preference-Applied": preference_applied(capped)} if applied else {}
     return PlainResponse(task_json(row, positions), headers=headers)
 
 
@@ -251,7 +114,7 @@ async def update_task(request: PlainRequest) -> PlainResponse:
     reported = body.reported()
     if "result" in reported:
         check_result_size(reported["result"], settings.max_task_result_bytes)
-    row, positions = await set_task_status(
+    row, positions = await task_status.set_task_status(
         request.ctx,
         task_id,
         body.status,
@@ -271,11 +134,8 @@ def check_result_size(result: Any, limit: int) -> None:
     """``413`` when the result's compact JSON is larger than ``limit`` bytes."""
     size = len(pydantic_core.to_json(result))
     if size > limit:
-        raise ProblemError(
-            413,
-            "content-too-large",
-            f"The task result is {size} bytes of JSON, more than max_task_result_bytes ({limit})",
-            title="Content too large",
+        raise ContentTooLarge(
+            f"The task result is {size} bytes of JSON, more than max_task_result_bytes ({limit})"
         )
 
 

@@ -6,12 +6,10 @@ from fastapi import APIRouter
 
 from joblib_app.api.deps import Ctx, CurrentPrincipal, Limit, Offset
 from joblib_app.api.openapi import problems
-from joblib_app.api.privacy import check_readable_room
 from joblib_app.api.schemas import Page, TaskOut
-from joblib_app.models import TaskStatus
-from joblib_app.names import validate_room_id
-from joblib_app.store import tasks
-from joblib_app.views import task_out
+from joblib_app.api.views import task_out
+from joblib_app.domain.statuses import TaskStatus
+from joblib_app.services.jobs import list_tasks
 
 router = APIRouter(tags=["tasks"])
 
@@ -25,13 +23,9 @@ async def list_room_tasks(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[TaskOut]:
-    validate_room_id(room_id)
-    await check_readable_room(ctx, principal, room_id)
-    async with ctx.db.read() as conn:
-        rows, total = await tasks.list_tasks(
-            conn, room_id=room_id, status=status, limit=limit, offset=offset
-        )
-        positions = await tasks.queue_positions(conn, rows)
+    rows, positions, total = await list_tasks(
+        ctx, principal, room_id, status=status, limit=limit, offset=offset
+    )
     return Page(
         items=[task_out(r, positions) for r in rows], total=total, limit=limit, offset=offset
     )

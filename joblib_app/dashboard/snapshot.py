@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from joblib_app.api.views import task_out
 from joblib_app.context import AppContext
 from joblib_app.models import (
     TaskStatus,
@@ -29,7 +30,6 @@ from joblib_app.models import (
 from joblib_app.names import RESERVED_ROOMS
 from joblib_app.principal import Principal
 from joblib_app.store import tasks as task_store
-from joblib_app.views import task_out
 
 MAX_ROWS = 200  # jobs, workers, providers per snapshot
 MAX_TASKS = 100

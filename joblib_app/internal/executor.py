@@ -17,16 +17,17 @@ import httpx
 
 from joblib_app.config import InternalExecutor
 from joblib_app.context import AppContext
+from joblib_app.domain.errors import InvalidTransition, TaskNotFound
 from joblib_app.extension import Extension
 from joblib_app.models import TaskStatus
-from joblib_app.problems import ProblemError
-from joblib_app.task_changes import set_task_status
+from joblib_app.services.task_status import set_task_status
 
 logger = logging.getLogger(__name__)
 
 StatusReporter = Callable[[str, TaskStatus, str | None], Awaitable[None]]
 # Answers to a status report meaning the task is gone (404) or already finished (409).
 _NO_LONGER_OPEN = (404, 409)
+_NO_LONGER_OPEN_ERRORS = (TaskNotFound, InvalidTransition)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -75,10 +76,8 @@ def database_executor(ctx: AppContext) -> InternalExecutor:
     async def report(task_id: str, status: TaskStatus, error: str | None) -> None:
         try:
             await set_task_status(ctx, task_id, status, error=error)
-        except ProblemError as exc:
-            if exc.status in _NO_LONGER_OPEN:
-                raise TaskNoLongerOpen(exc.detail) from exc
-            raise
+        except _NO_LONGER_OPEN_ERRORS as exc:
+            raise TaskNoLongerOpen(exc.detail) from exc
 
     async def execute(
         extension_cls: type[Extension], payload: dict[str, Any], room_id: str, task_id: str

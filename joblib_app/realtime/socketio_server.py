@@ -1,21 +1,21 @@
-"""The Socket.IO server of the sub-app: authentication, room joins, cleanup on disconnect."""
+"""The Socket.IO server of the sub-app and its namespace: authentication, room joins,
+cleanup on disconnect. The namespace's methods call the services."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
 from starlette.requests import HTTPConnection
 
 from joblib_app.context import AppContext
-from joblib_app.limits import is_plain_id
-from joblib_app.models import utcnow
-from joblib_app.names import parse_full_name, validate_room_id
+from joblib_app.domain.errors import ProblemError
+from joblib_app.domain.names import validate_room_id
 from joblib_app.principal import Principal
-from joblib_app.problems import ProblemError
 from joblib_app.realtime.events import (
     jobs_channel,
     providers_channel,
@@ -23,16 +23,35 @@ from joblib_app.realtime.events import (
     worker_channel,
 )
 from joblib_app.realtime.redis_guard import BoundedRedisManager
-from joblib_app.store import jobs, providers, workers
+from joblib_app.services import workers as worker_service
+from joblib_app.services.access import may_read_room
 
 logger = logging.getLogger(__name__)
 
 Answer = dict[str, Any]
 _OK: Answer = {"status": "ok"}
+_Handler = Callable[[Any, str, Any], Awaitable[None]]
 
 
-def _error(detail: str) -> Answer:
-    return {"status": "error", "detail": detail}
+class _Refused(ProblemError):
+    """A refusal that only a Socket.IO answer shows (a missing field)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(400, "socketio-refused", detail)
+
+
+def _answering(handler: _Handler) -> Callable[[Any, str, Any], Awaitable[Answer]]:
+    """Answer ``{"status": "ok"}``, or ``{"status": "error", "detail"}`` for a problem."""
+
+    @functools.wraps(handler)
+    async def answer(self: Any, sid: str, data: Any) -> Answer:
+        try:
+            await handler(self, sid, data)
+        except ProblemError as exc:
+            return {"status": "error", "detail": exc.detail}
+        return _OK
+
+    return answer
 
 
 class JoblibSocketServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -134,127 +153,114 @@ def _connection_for(environ: dict[str, Any], auth: Any) -> HTTPConnection:
     return HTTPConnection(scope)
 
 
-def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext]) -> None:
-    """Wire connect/disconnect and the room events onto ``sio``."""
+class JoblibNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """The ``/`` namespace: authentication, room joins, cleanup on disconnect.
 
-    async def principal_of(sid: str) -> Principal | None:
-        session = await sio.get_session(sid)
-        return session.get("principal")
+    Every method checks its input and calls a service; an error of the services (a
+    :class:`ProblemError`) is answered as ``{"status": "error", "detail": ...}``.
+    """
 
-    @sio.event
-    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        principal = await get_ctx().config.authenticate(_connection_for(environ, auth))
+    def __init__(self, get_ctx: Callable[[], AppContext], namespace: str = "/") -> None:
+        super().__init__(namespace)
+        self._get_ctx = get_ctx
+
+    @classmethod
+    def client_events(cls) -> frozenset[str]:
+        """The events a client may send (``connect`` and ``disconnect`` are the protocol's)."""
+        handled = {name.removeprefix("on_") for name in dir(cls) if name.startswith("on_")}
+        return frozenset(handled - {"connect", "disconnect"})
+
+    async def _principal(self, sid: str) -> Principal | None:
+        session = await self.get_session(sid)
+        principal: Principal | None = session.get("principal")
+        return principal
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Authenticate the handshake (header, or the ``auth`` token); refuse without."""
+        principal = await self._get_ctx().config.authenticate(_connection_for(environ, auth))
         if principal is None:
             raise socketio.exceptions.ConnectionRefusedError("Authentication required")
-        await sio.save_session(sid, {"principal": principal, "workers": set()})
+        await self.save_session(sid, {"principal": principal, "workers": set()})
 
-    @sio.event
-    async def disconnect(sid: str, *args: Any) -> None:
-        session = await sio.get_session(sid)
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """The workers this connection attached are cleaned up after the grace period."""
+        session = await self.get_session(sid)
         worker_ids: set[str] = session.get("workers") or set()
         if worker_ids:
-            get_ctx().reconnects.connection_dropped(get_ctx(), worker_ids)
+            ctx = self._get_ctx()
+            ctx.reconnects.connection_dropped(ctx, worker_ids)
 
-    async def owned_worker(sid: str, data: Any) -> tuple[Principal, str] | Answer:
-        principal = await principal_of(sid)
+    async def _worker(self, sid: str, data: Any) -> str:
+        """The caller's worker named by ``data["worker_id"]`` (see ``connection_worker``)."""
+        principal = await self._principal(sid)
         if principal is None:
-            return _error("Not authenticated")
+            raise _Refused("Not authenticated")
         worker_id = data.get("worker_id") if isinstance(data, dict) else None
         if not isinstance(worker_id, str):
-            return _error("worker_id is required")
-        if not is_plain_id(worker_id):
-            return _error(f"Worker {worker_id[:40]!r} not found")
-        async with get_ctx().db.read() as conn:
-            worker = await workers.get_worker(conn, worker_id)
-        if worker is None or worker.user_id != principal.id:
-            return _error(f"Worker '{worker_id}' not found")
-        return principal, worker_id
+            raise _Refused("worker_id is required")
+        return await worker_service.connection_worker(self._get_ctx(), principal, worker_id)
 
-    async def remember(sid: str, worker_id: str) -> None:
-        async with sio.session(sid) as session:
+    async def _attach(self, sid: str, worker_id: str, channel: str) -> None:
+        await self.enter_room(sid, channel)
+        async with self.session(sid) as session:
             session["workers"].add(worker_id)
         # Where task_cancel_requested for this worker's tasks goes: this connection only.
-        await sio.enter_room(sid, worker_channel(worker_id))
-        # A sign of life: a cleanup pending from this worker's dropped connection spares it.
-        async with get_ctx().db.write() as conn:
-            await workers.touch_worker(conn, worker_id, utcnow())
+        await self.enter_room(sid, worker_channel(worker_id))
+        await worker_service.worker_seen(self._get_ctx(), worker_id)
 
-    @sio.on("join_job_room")
-    async def join_job_room(sid: str, data: Any) -> Answer:
-        checked = await owned_worker(sid, data)
-        if isinstance(checked, dict):
-            return checked
-        _, worker_id = checked
+    @_answering
+    async def on_join_job_room(self, sid: str, data: Any) -> None:
+        """A worker's connection follows ``task_available`` of a job it serves."""
+        worker_id = await self._worker(sid, data)
         job_name = data.get("job_name")
         if not isinstance(job_name, str):
-            return _error("job_name is required")
-        async with get_ctx().db.read() as conn:
-            served = await jobs.job_names_of_worker(conn, worker_id)
-        if job_name not in served:
-            return _error(f"Worker '{worker_id}' does not serve job '{job_name}'")
-        await sio.enter_room(sid, jobs_channel(job_name))
-        await remember(sid, worker_id)
-        return _OK
+            raise _Refused("job_name is required")
+        await worker_service.check_serves_job(self._get_ctx(), worker_id, job_name)
+        await self._attach(sid, worker_id, jobs_channel(job_name))
 
-    @sio.on("leave_job_room")
-    async def leave_job_room(sid: str, data: Any) -> Answer:
-        checked = await owned_worker(sid, data)
-        if isinstance(checked, dict):
-            return checked
+    @_answering
+    async def on_leave_job_room(self, sid: str, data: Any) -> None:
+        await self._worker(sid, data)
         job_name = data.get("job_name")
         if isinstance(job_name, str):
-            await sio.leave_room(sid, jobs_channel(job_name))
-        return _OK
+            await self.leave_room(sid, jobs_channel(job_name))
 
-    @sio.on("join_provider_room")
-    async def join_provider_room(sid: str, data: Any) -> Answer:
-        checked = await owned_worker(sid, data)
-        if isinstance(checked, dict):
-            return checked
-        _, worker_id = checked
+    @_answering
+    async def on_join_provider_room(self, sid: str, data: Any) -> None:
+        """A worker's connection follows ``provider_request`` of a provider it serves."""
+        worker_id = await self._worker(sid, data)
         name = data.get("provider_name")
         if not isinstance(name, str):
-            return _error("provider_name is required")
-        if parse_full_name(name) is None:
-            return _error(f"Worker '{worker_id}' does not serve provider {name[:40]!r}")
-        async with get_ctx().db.read() as conn:
-            provider = await providers.get_provider_by_name(conn, name)
-        if provider is None or provider.worker_id != worker_id:
-            return _error(f"Worker '{worker_id}' does not serve provider '{name}'")
-        await sio.enter_room(sid, providers_channel(name))
-        await remember(sid, worker_id)
-        return _OK
+            raise _Refused("provider_name is required")
+        await worker_service.check_serves_provider(self._get_ctx(), worker_id, name)
+        await self._attach(sid, worker_id, providers_channel(name))
 
-    @sio.on("leave_provider_room")
-    async def leave_provider_room(sid: str, data: Any) -> Answer:
-        checked = await owned_worker(sid, data)
-        if isinstance(checked, dict):
-            return checked
+    @_answering
+    async def on_leave_provider_room(self, sid: str, data: Any) -> None:
+        await self._worker(sid, data)
         name = data.get("provider_name")
         if isinstance(name, str):
-            await sio.leave_room(sid, providers_channel(name))
-        return _OK
+            await self.leave_room(sid, providers_channel(name))
 
-    @sio.on("join_room")
-    async def join_room(sid: str, data: Any) -> Answer:
+    @_answering
+    async def on_join_room(self, sid: str, data: Any) -> None:
         """Follow ``room:{room_id}`` (frontends), if ``can_read_room`` allows."""
-        principal = await principal_of(sid)
+        principal = await self._principal(sid)
         room_id = data.get("room_id") if isinstance(data, dict) else None
         if principal is None or not isinstance(room_id, str):
-            return _error("room_id is required")
-        try:
-            validate_room_id(room_id)
-        except ProblemError as exc:
-            return _error(exc.detail)
-        guard = get_ctx().config.can_read_room
-        if guard is not None and not await guard(principal, room_id):
-            return _error(f"Not allowed to follow room '{room_id}'")
-        await sio.enter_room(sid, room_channel(room_id))
-        return _OK
+            raise _Refused("room_id is required")
+        validate_room_id(room_id)
+        if not await may_read_room(self._get_ctx(), principal, room_id):
+            raise _Refused(f"Not allowed to follow room '{room_id}'")
+        await self.enter_room(sid, room_channel(room_id))
 
-    @sio.on("leave_room")
-    async def leave_room(sid: str, data: Any) -> Answer:
+    @_answering
+    async def on_leave_room(self, sid: str, data: Any) -> None:
         room_id = data.get("room_id") if isinstance(data, dict) else None
         if isinstance(room_id, str):
-            await sio.leave_room(sid, room_channel(room_id))
-        return _OK
+            await self.leave_room(sid, room_channel(room_id))
+
+
+def install_handlers(sio: socketio.AsyncServer, get_ctx: Callable[[], AppContext]) -> None:
+    """Register :class:`JoblibNamespace` on ``sio``."""
+    sio.register_namespace(JoblibNamespace(get_ctx))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
-from joblib_app.problems import ProblemError
+from joblib_app.domain.errors import DatabaseUnavailable
 
 # asyncpg's classes, by name: the driver is an optional dependency.
 _LOST = frozenset(
@@ -50,11 +50,6 @@ def is_connection_lost(exc: BaseException) -> bool:
     return False
 
 
-def database_unavailable() -> ProblemError:
+def database_unavailable() -> DatabaseUnavailable:
     """``503 database-unavailable`` with ``Retry-After: 1``."""
-    return ProblemError(
-        503,
-        "database-unavailable",
-        "The database connection was lost; retry the request",
-        headers={"Retry-After": "1"},
-    )
+    return DatabaseUnavailable()

@@ -22,8 +22,8 @@ import pytest
 
 from joblib_app import JoblibConfig, JobLibSettings, create_joblib_app, sweeper
 from joblib_app.auth import static_token_authenticator
-from joblib_app.cleanup import cleanup_workers
 from joblib_app.models import utcnow
+from joblib_app.services.workers import cleanup_workers
 from joblib_app.store import workers
 from tests.support.api import http
 from tests.support.names import new_room

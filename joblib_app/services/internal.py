@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import Row
-
 from joblib_app.context import AppContext
+from joblib_app.domain.errors import InternalJobNotConfigured
+from joblib_app.domain.names import INTERNAL_ROOM
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.extension import category_of
 from joblib_app.internal.registry import InternalRegistry
-from joblib_app.models import TaskStatus, utcnow
-from joblib_app.names import INTERNAL_ROOM
-from joblib_app.problems import ProblemError
-from joblib_app.store import jobs
-from joblib_app.task_changes import set_task_status
+from joblib_app.models import utcnow
+from joblib_app.services.jobs import upsert_job
+from joblib_app.services.rows import Record
+from joblib_app.services.task_status import set_task_status
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def _enqueue_error(exc: BaseException) -> str:
     taskiq wraps every broker failure in ``SendTaskError("Cannot send task to the
     queue")``; the cause (e.g. the refused Redis connection) is what the user needs.
     """
-    parts = []
+    parts: list[str] = []
     current: BaseException | None = exc
     while current is not None and len(parts) < 4:
         parts.append(f"{type(current).__name__}: {current}")
@@ -36,14 +36,10 @@ def _enqueue_error(exc: BaseException) -> str:
 def require_internal_executor(ctx: AppContext, job_full_name: str) -> None:
     """``503 internal-job-not-configured`` unless this process can enqueue the job."""
     if ctx.internal is None or job_full_name not in ctx.internal:
-        raise ProblemError(
-            503,
-            "internal-job-not-configured",
-            f"No executor is registered for internal job '{job_full_name}'",
-        )
+        raise InternalJobNotConfigured(job_full_name)
 
 
-async def dispatch_internal_task(ctx: AppContext, row: Row) -> Row:
+async def dispatch_internal_task(ctx: AppContext, row: Record) -> Record:
     """Enqueue a claimed internal task on the broker; fail it if enqueueing fails."""
     assert ctx.internal is not None
     task = ctx.internal.tasks[row.job_name]
@@ -53,12 +49,7 @@ async def dispatch_internal_task(ctx: AppContext, row: Row) -> Row:
             await task.kiq(row.payload, row.room_id, row.id)
     except Exception as exc:
         logger.exception("Could not enqueue internal task %s (%s)", row.id, row.job_name)
-        failed, _ = await set_task_status(
-            ctx,
-            row.id,
-            TaskStatus.FAILED,
-            error=_enqueue_error(exc),
-        )
+        failed, _ = await set_task_status(ctx, row.id, TaskStatus.FAILED, error=_enqueue_error(exc))
         return failed
     return row
 
@@ -67,24 +58,19 @@ async def ensure_internal_jobs(ctx: AppContext, registry: InternalRegistry) -> N
     """Create or reactivate the ``@internal`` job rows; safe with several processes.
 
     The insert ignores a conflicting full name, so two processes starting together end
-    with one row per extension.
+    with one row per extension; a changed schema replaces the stored one.
     """
     now = utcnow()
     async with ctx.db.write() as conn:
         for full_name, extension in registry.extensions.items():
-            schema = extension.model_json_schema()
-            created = await jobs.insert_job(
+            await upsert_job(
                 conn,
                 room_id=INTERNAL_ROOM,
                 category=category_of(extension),
                 name=extension.__name__,
                 full_name=full_name,
-                schema=schema,
+                schema=extension.model_json_schema(),
                 now=now,
+                replace_schema=True,
             )
-            if created is not None:
-                continue
-            existing = await jobs.get_job(conn, full_name)
-            if existing is not None and (existing.is_deleted or existing.schema != schema):
-                await jobs.reactivate_job(conn, existing.id, schema, now)
     logger.info("Internal jobs ready: %s", ", ".join(registry.extensions) or "none")

@@ -1,0 +1,10 @@
+"""What the store hands the services: rows whose columns are read by name."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from sqlalchemy import Row
+
+# One alias, so that the services follow the store's row type in one place.
+Record: TypeAlias = Row[Any]
