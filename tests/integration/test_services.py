@@ -31,7 +31,7 @@ from joblib_app.domain.statuses import TaskStatus
 from joblib_app.principal import Principal
 from joblib_app.services import claim, jobs, task_status, workers
 from joblib_app.services.submit import submit_task
-from tests.services import require_postgres
+from tests.support.services import require_postgres
 
 ALICE = Principal("alice")
 BOB = Principal("bob")
@@ -73,9 +73,7 @@ async def ctx(database_url: str) -> AsyncIterator[AppContext]:
     url = database_url
     joblib = create_joblib_app(JoblibConfig(authenticate=_nobody, database_url=url))
     async with joblib.lifespan(None):
-        # The app's context: an attribute of the app, or its state (a FastAPI app).
-        context = getattr(joblib, "context", None) or joblib.state.joblib  # type: ignore[attr-defined,unused-ignore]
-        yield context
+        yield joblib.context
 
 
 async def _job(
