@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+# Re-exported: hosts raise and catch it from here.
+from joblib_app.domain.errors import PROBLEM_TYPE_PREFIX as PROBLEM_TYPE_PREFIX
 from joblib_app.domain.errors import (
     BodyTooLarge,
     DatabaseUnavailable,
@@ -24,14 +26,11 @@ from joblib_app.domain.errors import (
     TaskNotFound,
     ValidationFailed,
 )
-
-# Re-exported: hosts raise and catch it from here.
 from joblib_app.domain.errors import ProblemError as ProblemError
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-PROBLEM_TYPE_PREFIX = "/v1/problems/"
 
 
 def forbidden(detail: str) -> Forbidden:

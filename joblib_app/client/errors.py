@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from joblib_app.client.vocabulary import WORKER_NOT_FOUND
+from joblib_app.domain.errors import WorkerNotFound
 
 
 class JoblibClientError(Exception):
@@ -84,7 +84,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 def api_error(status_code: int, problem: dict[str, Any]) -> ApiError:
     """The :class:`ApiError` subclass for an error answer, by problem kind, then status."""
     error = ApiError(status_code, problem)
-    if status_code == 404 and error.kind == WORKER_NOT_FOUND:
+    if status_code == 404 and error.kind == WorkerNotFound.problem_kind:
         return WorkerGone(status_code, problem)
     return _BY_STATUS.get(status_code, ApiError)(status_code, problem)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from joblib_app.client.errors import JoblibClientError
-from joblib_app.client.vocabulary import TaskStatus
+from joblib_app.domain.statuses import TaskStatus
 
 if TYPE_CHECKING:
     from joblib_app.client.submitting import TaskSubmitter

@@ -19,7 +19,8 @@ import httpx
 
 from joblib_app.client.errors import ApiError, ServerUnreachable, api_error, as_worker_gone
 from joblib_app.client.models import JobRegistration, ProviderRegistration
-from joblib_app.client.vocabulary import is_terminal, prefer_wait
+from joblib_app.domain import prefer
+from joblib_app.domain.statuses import is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class ApiClient:
         response = self.request(
             "GET",
             f"/tasks/{task_id}",
-            headers=prefer_wait(wait),
+            headers=prefer_wait_header(wait),
             timeout=self.timeout + (wait or 0),
             retry_for=5.0,
         )
@@ -298,7 +299,7 @@ class ApiClient:
                 "POST",
                 "/tasks/claim",
                 json={"worker_id": worker_id},
-                headers=prefer_wait(wait),
+                headers=prefer_wait_header(wait),
                 timeout=self.timeout + wait,
                 retry_for=0,
             )
@@ -336,3 +337,10 @@ def _problem_of(response: httpx.Response) -> dict[str, Any]:
     if isinstance(body, dict):
         return body
     return {"status": response.status_code, "detail": response.text[:500]}
+
+
+def prefer_wait_header(seconds: float | None) -> dict[str, str] | None:
+    """The ``Prefer: wait=N`` header asking the server to long-poll; ``None`` for no wait."""
+    if not seconds or seconds <= 0:
+        return None
+    return {"Prefer": prefer.prefer_wait(seconds)}

@@ -36,7 +36,8 @@ from joblib_app.client.signals import wait_for_stop
 from joblib_app.client.state import ManagerState, StopCause
 from joblib_app.client.submitting import TaskSubmitter
 from joblib_app.client.supervisor import Supervisor
-from joblib_app.client.vocabulary import GLOBAL_ROOM, TaskStatus
+from joblib_app.domain.names import GLOBAL_ROOM
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.extension import Extension, Provider
 
 __all__ = ["Executor", "JobManager"]

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from joblib_app.client.vocabulary import GLOBAL_ROOM, full_name
+from joblib_app.domain.names import GLOBAL_ROOM
+from joblib_app.domain.names import make_full_name as full_name
 from joblib_app.extension import Extension, Provider, category_of
 
 __all__ = ["GLOBAL_ROOM", "ClaimedTask", "JobRegistration", "ProviderRegistration", "full_name"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 
 from joblib_app.client.errors import JoblibClientError
-from joblib_app.client.vocabulary import PROBLEM_TYPE_PREFIX, PROVIDER_ERROR
+from joblib_app.domain.errors import PROBLEM_TYPE_PREFIX, ProviderFailed
 from joblib_app.extension import Provider
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class ProviderAnswers:
 def problem_body(exc: Exception) -> bytes:
     """The problem+json a provider uploads when ``read`` raised."""
     problem = {
-        "type": PROBLEM_TYPE_PREFIX + PROVIDER_ERROR,
+        "type": PROBLEM_TYPE_PREFIX + ProviderFailed.problem_kind,
         "title": "Provider error",
         "status": 502,
         "detail": f"{type(exc).__name__}: {exc}"[:_DETAIL_LIMIT],

@@ -31,7 +31,7 @@ from joblib_app.client.registry import Registry
 from joblib_app.client.state import ManagerState, StopCause
 from joblib_app.client.supervisor import ClaimBackoff, Supervisor
 from joblib_app.client.threads import OwnedThreads
-from joblib_app.client.vocabulary import TaskStatus, is_terminal
+from joblib_app.domain.statuses import TaskStatus, is_terminal
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,9 @@ from typing import Any
 
 from joblib_app.client.handles import TaskHandle
 from joblib_app.client.http import ApiClient
-from joblib_app.client.vocabulary import GLOBAL_ROOM, TaskStatus, full_name
+from joblib_app.domain.names import GLOBAL_ROOM
+from joblib_app.domain.names import make_full_name as full_name
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.extension import Extension, category_of
 
 

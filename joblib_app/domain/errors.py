@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+PROBLEM_TYPE_PREFIX = "/v1/problems/"
+"""What precedes the problem kind in a problem+json ``type``."""
+
 
 class ProblemError(Exception):
     """An error answered as a problem.

@@ -18,9 +18,9 @@ from joblib_app.client.errors import (
     api_error,
     as_worker_gone,
 )
+from joblib_app.client.http import prefer_wait_header as prefer_wait
 from joblib_app.client.state import Contact, GoneVerdict, ManagerState, Phase, StopCause
 from joblib_app.client.supervisor import ClaimBackoff, HeartbeatSchedule
-from joblib_app.client.vocabulary import prefer_wait
 
 
 def problem(kind: str) -> dict[str, str]:
