@@ -295,5 +295,5 @@ async def metrics_endpoint(request: Request) -> Response:
             raise forbidden("Reading the metrics requires a superuser")
     timings: TaskTimings = ctx.extras["task_timings"]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(await collect(ctx, timings)))  # type: ignore[arg-type]
+    registry.register(_Families(await collect(ctx, timings)))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

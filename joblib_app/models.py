@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -174,8 +185,9 @@ class ProviderRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
-worker_table = Worker.__table__
-job_table = Job.__table__
-link_table = WorkerJobLink.__table__
-task_table = Task.__table__
-provider_table = ProviderRow.__table__
+# Looked up in the metadata: SQLModel's classes do not declare ``__table__`` to type checkers.
+worker_table: Table = SQLModel.metadata.tables["joblib_worker"]
+job_table: Table = SQLModel.metadata.tables["joblib_job"]
+link_table: Table = SQLModel.metadata.tables["joblib_worker_job"]
+task_table: Table = SQLModel.metadata.tables["joblib_task"]
+provider_table: Table = SQLModel.metadata.tables["joblib_provider"]

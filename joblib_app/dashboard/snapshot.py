@@ -69,7 +69,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def task_view(row: Row, positions: dict[int, int], *, full: bool) -> dict[str, Any]:
+def task_view(row: Row[Any], positions: dict[int, int], *, full: bool) -> dict[str, Any]:
     """The task's JSON (as ``GET /tasks/{id}`` answers it) plus the seconds it ran, once
     finished (the page counts a running task's time itself: a snapshot that changed every
     time it is read would be sent on every refresh).
@@ -100,13 +100,13 @@ async def _recent_tasks(
     room: str | None,
     status: TaskStatus | None,
     limit: int,
-) -> list[Row]:
+) -> list[Row[Any]]:
     conditions = []
     if room is not None:
         conditions.append(_T.room_id == room)
     if status is not None:
         conditions.append(task_store.status_is(_T.status, status.value))
-    found: list[Row] = []
+    found: list[Row[Any]] = []
     before: int | None = None
     scanned = 0
     while len(found) < limit and scanned < MAX_TASKS_SCANNED:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -27,7 +27,7 @@ _SOCKET_SLACK_SECONDS = 3.0
 _RETRY_SECONDS = 0.5
 
 
-class RedisListBroker(ListQueueBroker):  # type: ignore[misc]
+class RedisListBroker(ListQueueBroker):
     """``ListQueueBroker`` with bounded Redis calls: use it on both sides (the server's
     ``JoblibConfig(broker=...)`` and the ``taskiq worker`` module).
 
@@ -78,4 +78,5 @@ class RedisListBroker(ListQueueBroker):  # type: ignore[misc]
                 self._outage_logged = False
                 logger.warning("taskiq broker reads queue %r again", self.queue_name)
             if popped is not None:
-                yield popped[1]
+                # The broker's pool does not decode responses: messages are bytes.
+                yield cast(bytes, popped[1])

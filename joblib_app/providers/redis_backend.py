@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -63,7 +63,7 @@ class RedisResultBackend:
             # a pooled connection instead of failing with "Too many connections", as
             # redis-py's default pool does past 100.
             aioredis.BlockingConnectionPool.from_url(
-                redis_url,
+                cast(str, redis_url),  # given when client is not (checked above)
                 max_connections=_MAX_CONNECTIONS,
                 timeout=operation_timeout,
                 socket_connect_timeout=operation_timeout,
@@ -96,7 +96,8 @@ class RedisResultBackend:
 
     async def get(self, key: str) -> bytes | None:
         """GET `key`; None if absent or expired."""
-        return await self._guard(self._client.get(self._prefix + key))
+        # The client does not decode responses (checked in __init__): values are bytes.
+        return cast("bytes | None", await self._guard(self._client.get(self._prefix + key)))
 
     async def delete(self, key: str) -> None:
         """DEL `key`."""

@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Collection
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -154,7 +154,7 @@ class RedisNotifier:
             raise ValueError("pass exactly one of redis_url or client")
         self._owns_client = client is None
         self._client: aioredis.Redis = client or aioredis.Redis.from_url(
-            redis_url,
+            cast(str, redis_url),  # given when client is not (checked above)
             socket_connect_timeout=operation_timeout,
             socket_timeout=operation_timeout,
             # One quick retry heals a pooled connection that went stale across a Redis restart.
