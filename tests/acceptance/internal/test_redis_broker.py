@@ -94,15 +94,15 @@ async def test_worker_process_reports_failure(
     assert events.statuses(task["id"]) == ["claimed", "running", "failed"]
 
 
-TASK_SECONDS = 8
+# Issue 10 asks for a 30 s task: several of redis-py's 5 s socket timeouts in a row.
+TASK_SECONDS = 30
 
 
-async def test_worker_process_runs_a_task_longer_than_the_socket_timeout(
+async def test_worker_process_runs_a_30_second_task(
     server: ServerProcess, worker: TaskiqWorker, http: httpx.AsyncClient
 ) -> None:
     """Longer than redis-py 8's 5 s socket timeout, which killed taskiq-redis's idle
-    ``BRPOP`` and the task with it (issue 10, item 13). Eight seconds outlast that timeout
-    with room to spare; the 30 s this test used to take proved nothing more."""
+    ``BRPOP`` and the task with it (issue 10, item 13)."""
     room = new_room()
 
     task = (await post_task(http, room, SLEEP, {"seconds": TASK_SECONDS})).json()
