@@ -91,6 +91,11 @@ class DialectRules(Protocol):
         """
         ...
 
+    def counting_submit(self, submit: Insert) -> Executable | None:
+        """``submit`` (an ``INSERT ... RETURNING seq, job_id``) that also returns the new
+        task's queue ``position``, in one statement; ``None`` where that is not possible."""
+        ...
+
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         """``INSERT`` that does nothing when a unique key already exists."""
         ...

@@ -31,6 +31,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     exists,
+    func,
     make_url,
     select,
     text,
@@ -119,9 +120,30 @@ class PostgresRules:
         self._claims = {
             checked: _claim_statement(owner_checked=checked) for checked in (False, True)
         }
+        self._counting: dict[int, tuple[Insert, Executable]] = {}
 
     def claim_statement(self, *, owner_checked: bool) -> Update:
         return self._claims[owner_checked]
+
+    def counting_submit(self, submit: Insert) -> Executable | None:
+        """The submit and the count of its queue as one statement: one round trip, not two.
+
+        The count runs in the statement's snapshot, which does not hold the new row: the
+        tasks ahead plus one. Built once per submit statement (the store has one).
+        """
+        entry = self._counting.get(id(submit))
+        if entry is not None and entry[0] is submit:
+            return entry[1]
+        inserted = submit.cte("submitted")
+        ahead = (
+            select(func.count())
+            .select_from(task_table)
+            .where(_T.job_id == inserted.c.job_id, IS_PENDING, _T.seq < inserted.c.seq)
+            .scalar_subquery()
+        )
+        counting = select(inserted.c.seq, inserted.c.job_id, (ahead + 1).label("position"))
+        self._counting[id(submit)] = (submit, counting)
+        return counting
 
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         return postgresql.insert(table).on_conflict_do_nothing()
@@ -172,7 +194,7 @@ class _Pooled:
 
     def __init__(self, raw: asyncpg.Connection) -> None:
         self.raw = raw
-        self.prepared: dict[str, asyncpg.prepared_stmt.PreparedStatement] = {}
+        self.prepared: dict[str, _Prepared] = {}
 
 
 class PostgresConnection:
@@ -199,22 +221,31 @@ class PostgresConnection:
     ) -> FetchedResult:
         plan, extracted = self._statements.plan(statement, parameters)
         sql, args = plan.bind(parameters, extracted)
-        prepared = await self._prepare(sql)
-        records = await prepared.fetch(*args)
-        rowcount = _rowcount(prepared.get_statusmsg(), len(records))
-        attributes = prepared.get_attributes()
-        if not plan.rows_expected or not attributes:
+        prepared = self._pooled.prepared.get(sql) or await self._prepare(sql)
+        records = await prepared.statement.fetch(*args)
+        rowcount = _rowcount(prepared.statement.get_statusmsg(), len(records))
+        if not plan.rows_expected or not prepared.type_oids:
             return FetchedResult(None, rowcount)
-        return FetchedResult(plan.rows(records, [a.type.oid for a in attributes]), rowcount)
+        return FetchedResult(plan.rows(records, prepared.type_oids), rowcount)
 
-    async def _prepare(self, sql: str) -> asyncpg.prepared_stmt.PreparedStatement:
+    async def _prepare(self, sql: str) -> _Prepared:
         prepared = self._pooled.prepared
-        statement = prepared.get(sql)
-        if statement is None:
-            if len(prepared) >= PREPARED_PER_CONNECTION:
-                del prepared[next(iter(prepared))]
-            statement = prepared[sql] = await self._pooled.raw.prepare(sql)
-        return statement
+        if len(prepared) >= PREPARED_PER_CONNECTION:
+            del prepared[next(iter(prepared))]
+        statement = await self._pooled.raw.prepare(sql)
+        types = tuple(attribute.type.oid for attribute in statement.get_attributes())
+        entry = prepared[sql] = _Prepared(statement, types)
+        return entry
+
+
+class _Prepared:
+    """A prepared statement of one connection, and the types of its result's columns."""
+
+    __slots__ = ("statement", "type_oids")
+
+    def __init__(self, statement: Any, type_oids: tuple[int, ...]) -> None:
+        self.statement = statement
+        self.type_oids = type_oids
 
 
 def _rowcount(status: str | None, fetched: int) -> int:

@@ -104,6 +104,10 @@ class SQLiteRules:
     def claim_statement(self, *, owner_checked: bool) -> Update:
         return self._claims[owner_checked]
 
+    def counting_submit(self, submit: Insert) -> Executable | None:
+        # No INSERT inside a WITH in SQLite; and a second statement here is microseconds.
+        return None
+
     def insert_ignoring_conflicts(self, table: Table) -> Insert:
         return sqlite_dialect.insert(table).on_conflict_do_nothing()
 

@@ -6,18 +6,14 @@ What the sweeper and the worker cleanup do to tasks (requeue, fail, release) is 
 
 from __future__ import annotations
 
-import uuid
-from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, and_, bindparam, exists, false, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 
 from joblib_app.models import (
     TaskStatus,
-    UTCDateTime,
-    job_table,
     task_table,
     utcnow,
     worker_table,
@@ -29,7 +25,6 @@ from joblib_app.store.task_columns import (
     PENDING,
     TASK_COLUMNS,
     status_is,
-    status_literal,
 )
 from joblib_app.store.task_recovery import (
     active_tasks_of_workers,
@@ -42,6 +37,12 @@ from joblib_app.store.task_recovery import (
     requeue_lost_tasks,
     running_tasks_of_job_started_before,
     set_retry_policy,
+)
+from joblib_app.store.task_submit import (
+    TaskRow,
+    insert_task,
+    submit_to_active_job,
+    submitted_position,
 )
 from joblib_app.transitions import ALLOWED_TRANSITIONS
 
@@ -90,7 +91,6 @@ _GET_TASK_WITH_OWNER = (
 )
 
 
-_INSERT_TASK = task_table.insert().returning(*TASK_COLUMNS)
 _TRANSITIONS: dict[tuple[TaskStatus, bool, frozenset[str]], Any] = {}
 # What a worker may report along with a status (see ``TaskUpdate``): set only when given.
 REPORTED_COLUMNS = frozenset({"result", "progress", "progress_message"})
@@ -269,101 +269,6 @@ _QUEUE_POSITION = (
 )
 
 
-async def insert_task(
-    conn: Connection,
-    *,
-    job_id: str,
-    job_name: str,
-    room_id: str,
-    payload: dict[str, Any],
-    created_by: str,
-    now: datetime,
-) -> Row:
-    params = {
-        "id": str(uuid.uuid4()),
-        "job_id": job_id,
-        "job_name": job_name,
-        "room_id": room_id,
-        "status": _PENDING,
-        "created_by": created_by,
-        "payload": payload,
-        "created_at": now,
-    }
-    return (await conn.execute(_INSERT_TASK, params)).one()
-
-
-# A task row built from what was inserted, with the columns of ``TASK_COLUMNS``.
-TaskRow = namedtuple("TaskRow", [c.key for c in TASK_COLUMNS])  # type: ignore[misc]
-
-_J = job_table.c
-_SUBMIT = (
-    task_table.insert()
-    .from_select(
-        ["id", "job_id", "job_name", "room_id", "status", "created_by", "payload", "created_at"],
-        select(
-            bindparam("id"),
-            _J.id,
-            _J.full_name,
-            bindparam("room_id"),
-            status_literal(_PENDING),
-            bindparam("created_by"),
-            bindparam("payload", type_=JSON),
-            bindparam("created_at", type_=UTCDateTime),
-        ).where(_J.full_name == bindparam("job_name"), _J.is_deleted == false()),
-    )
-    .returning(_T.seq, _T.job_id)
-)
-
-
-async def submit_to_active_job(
-    conn: Connection,
-    *,
-    job_name: str,
-    room_id: str,
-    payload: dict[str, Any],
-    created_by: str,
-    now: datetime,
-) -> Any | None:
-    """Queue a task on the active job ``job_name`` in one statement; ``None`` if there is
-    no such job (or it is deleted).
-
-    The job lookup is the ``INSERT``'s own ``SELECT``, and only the generated ``seq`` comes
-    back: the rest of the row is what was inserted.
-    """
-    task_id = str(uuid.uuid4())
-    params = {
-        "id": task_id,
-        "room_id": room_id,
-        "created_by": created_by,
-        "payload": payload,
-        "created_at": now,
-        "job_name": job_name,
-    }
-    inserted = (await conn.execute(_SUBMIT, params)).first()
-    if inserted is None:
-        return None
-    return TaskRow(
-        seq=inserted.seq,
-        id=task_id,
-        job_id=inserted.job_id,
-        job_name=job_name,
-        room_id=room_id,
-        status=_PENDING,
-        worker_id=None,
-        error=None,
-        payload=payload,
-        created_by=created_by,
-        created_at=now,
-        started_at=None,
-        completed_at=None,
-        result=None,
-        progress=None,
-        progress_message=None,
-        version=1,
-        attempt=1,
-    )
-
-
 async def get_task(conn: Connection, task_id: str) -> Row | None:
     return (await conn.execute(_GET_TASK, {"task_id": task_id})).first()
 
@@ -418,6 +323,9 @@ async def queue_positions(conn: Connection, rows: Sequence[Row]) -> dict[int, in
     pending = [row for row in rows if row.status == _PENDING]
     if not pending:
         return {}
+    if len(pending) == 1 and (known := submitted_position(pending[0])) is not None:
+        # Counted by the submit's own statement (PostgreSQL: see ``task_submit``).
+        return {pending[0].seq: known}
     if len(pending) == 1:
         # The common case (a submit, a single read) as a plain statement, without the list
         # expansion that keeps the general query from being compiled once.
