@@ -44,6 +44,7 @@ from sqlalchemy.sql.expression import Executable
 
 from joblib_app.models import link_table, task_table, worker_table
 from joblib_app.store.connection import Connection, DialectRules, FetchedResult
+from joblib_app.store.connection_loss import is_connection_lost
 from joblib_app.store.postgres_statements import PostgresStatements
 from joblib_app.store.task_columns import (
     CLAIM_VALUES,
@@ -336,10 +337,13 @@ class PostgresDriver:
             else:
                 yield PostgresConnection(pooled, self._statements)
             reusable = not pooled.raw.is_in_transaction()
-        except Exception:
-            # A statement that failed leaves the connection usable, in autocommit or with
-            # the transaction rolled back; a lost connection is closed already.
-            reusable = not pooled.raw.is_in_transaction()
+        except Exception as exc:
+            # A statement the database refused leaves the connection usable (in autocommit,
+            # or with the transaction rolled back), and so does an error of the caller's.
+            # A connection the server terminated may not know it yet: asyncpg reports the
+            # server's message first, and would answer the next request "another operation
+            # is in progress".
+            reusable = not is_connection_lost(exc) and not pooled.raw.is_in_transaction()
             raise
         finally:
             # BaseException (cancellation) keeps ``reusable`` False: terminated.

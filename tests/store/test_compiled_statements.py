@@ -19,7 +19,7 @@ from joblib_app.models import (
     utcnow,
     worker_table,
 )
-from joblib_app.store import jobs, sqlite, tasks, workers
+from joblib_app.store import jobs, sqlite, task_submit, tasks, workers
 from joblib_app.store.database import Database
 from joblib_app.store.sqlite import SQLiteConnection
 
@@ -175,7 +175,7 @@ async def test_store_task_cycle_matches_sqlalchemy(db: Database) -> None:
                 now=utcnow(),
             )
             inserted.append(row)
-        assert plan_of(conn, tasks._INSERT_TASK, {
+        assert plan_of(conn, task_submit._INSERT_TASK, {
             "id": "", "job_id": "", "job_name": "", "room_id": "", "status": "",
             "created_by": "", "payload": {}, "created_at": utcnow(),
         }) is not None  # fmt: skip
