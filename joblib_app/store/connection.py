@@ -252,5 +252,8 @@ def row_class(keys: Sequence[str], *, rename: bool = True) -> type[tuple[Any, ..
     become ``_0``, ``_1``...: such columns are still there by position. Without it they
     raise ``ValueError``.
     """
-    base = namedtuple("Row", keys, rename=rename)  # type: ignore[misc]
+    if rename:
+        base = namedtuple("Row", keys, rename=True)  # type: ignore[misc]
+    else:
+        base = namedtuple("Row", keys)  # type: ignore[misc,no-redef]
     return type("Row", (base, _FetchedRow), {"__slots__": ()})

@@ -54,7 +54,7 @@ class EngineConnection:
     async def execute(
         self, statement: Executable, parameters: Mapping[str, Any] | None = None
     ) -> Result:
-        return await self._conn.execute(statement, parameters)  # type: ignore[arg-type]
+        return await self._conn.execute(statement, parameters)
 
 
 class EngineDriver:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from joblib_app.store.connection import row_class
 
@@ -175,6 +175,8 @@ class PostgresStatements:
         self, statement: Executable, parameters: Mapping[str, Any] | None
     ) -> tuple[PostgresPlan, Sequence[Any] | None]:
         """The plan of ``statement`` for these parameter names, and its extracted values."""
+        if not isinstance(statement, ClauseElement):
+            raise TypeError(f"not a SQLAlchemy Core statement: {statement!r}")
         names = tuple(parameters) if parameters else ()
         entry = self._by_id.get(id(statement))
         if entry is None or entry.ref() is not statement:
@@ -184,7 +186,7 @@ class PostgresStatements:
             plan = entry.plans[names] = self._plan_by_key(statement, entry.cache_key, names)
         return plan, entry.extracted
 
-    def _remember(self, statement: Executable) -> _Entry:
+    def _remember(self, statement: ClauseElement) -> _Entry:
         key = id(statement)
         entries = self._by_id
 
@@ -198,7 +200,7 @@ class PostgresStatements:
         return entry
 
     def _plan_by_key(
-        self, statement: Executable, cache_key: Any, names: tuple[str, ...]
+        self, statement: ClauseElement, cache_key: Any, names: tuple[str, ...]
     ) -> PostgresPlan:
         if cache_key is None:
             return self._compile(statement, None, names)
@@ -212,7 +214,7 @@ class PostgresStatements:
         return plan
 
     def _compile(
-        self, statement: Executable, cache_key: Any, names: tuple[str, ...]
+        self, statement: ClauseElement, cache_key: Any, names: tuple[str, ...]
     ) -> PostgresPlan:
         # As ``Connection.execute`` compiles: the parameter names are the column keys of an
         # INSERT or UPDATE, and the cache key lets statements of the same key bind their

@@ -182,11 +182,11 @@ class SQLiteConnection:
     ) -> Result:
         statements = self._statements
         if statements is None:
-            return self.sync_connection.execute(statement, parameters)  # type: ignore[arg-type]
+            return self.sync_connection.execute(statement, parameters)
         plan = statements.plan(statement, parameters)
         if plan is not None:
             return plan.run(self.raw, parameters)
-        result = self.sync_connection.execute(statement, parameters)  # type: ignore[arg-type]
+        result = self.sync_connection.execute(statement, parameters)
         statements.note(statement, parameters, result)
         return result
 
@@ -236,10 +236,11 @@ class InLoopSQLite:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SQLiteConnection]:
         with self.reader.connect() as conn:
-            raw = conn.connection.driver_connection
+            connection = SQLiteConnection(conn, self._read_statements)
+            raw = connection.raw
             raw.execute("BEGIN")
             try:
-                yield SQLiteConnection(conn, self._read_statements)
+                yield connection
             finally:
                 raw.rollback()
 

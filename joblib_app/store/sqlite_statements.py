@@ -157,7 +157,8 @@ class CompiledStatements:
                 plan = self._compile(statement, canonical, seen.keys)
                 seen.plans[canonical] = plan
             seen.plans[names] = plan
-        return plan
+        found: Plan | None = plan
+        return found
 
     def note(self, statement: Any, parameters: Any, result: CursorResult[Any]) -> None:
         """Remember ``statement`` after SQLAlchemy ran it, if the compiled path may take it."""
@@ -228,13 +229,17 @@ def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None
     # ``process_bind_param`` and then the impl's.
     if isinstance(type_, models.UTCDateTime):
         return _utc_to_sqlite_text
-    return type_.dialect_impl(dialect).bind_processor(dialect)
+    process: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
+    return process
 
 
 def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     if isinstance(type_, models.UTCDateTime):
         return _sqlite_text_to_utc
-    return type_.dialect_impl(dialect).result_processor(dialect, None)
+    process: Callable[[Any], Any] | None = type_.dialect_impl(dialect).result_processor(
+        dialect, None
+    )
+    return process
 
 
 # ``UTCDateTime`` on SQLite, as SQLAlchemy's processors store and read it (naive UTC text,

@@ -58,7 +58,8 @@ async def fail_active_tasks(
 
 
 def active_tasks_of_workers(worker_ids: Collection[str]) -> ColumnElement[bool]:
-    return _T.worker_id.in_(worker_ids)
+    condition: ColumnElement[bool] = _T.worker_id.in_(worker_ids)
+    return condition
 
 
 def internal_tasks_older_than(cutoff: datetime) -> ColumnElement[bool]:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections import namedtuple
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, bindparam, false, select
 
@@ -42,10 +41,34 @@ async def insert_task(
 
 
 # A task row built from what was inserted, with the columns of ``TASK_COLUMNS``.
-TaskRow = namedtuple("TaskRow", [c.key for c in TASK_COLUMNS])  # type: ignore[misc]
+class TaskRow(NamedTuple):
+    """A task row with the columns of ``TASK_COLUMNS``, built without reading it back."""
+
+    seq: int
+    id: str
+    job_id: str
+    job_name: str
+    room_id: str
+    status: str
+    worker_id: str | None
+    error: str | None
+    payload: Any
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    result: Any
+    progress: float | None
+    progress_message: str | None
+    version: int
+    attempt: int
 
 
-class SubmittedTaskRow(TaskRow):  # type: ignore[misc,valid-type]
+if TaskRow._fields != tuple(c.key for c in TASK_COLUMNS):
+    raise RuntimeError("TaskRow's fields must be TASK_COLUMNS, in order")
+
+
+class SubmittedTaskRow(TaskRow):
     """A just-submitted task, with its queue position when the submit counted it."""
 
     queue_position: int | None = None

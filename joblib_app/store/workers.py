@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import ScalarSelect, and_, bindparam, delete, func, select, update
 
 from joblib_app.models import job_table, link_table, worker_table
 from joblib_app.store.connection import Connection, Row
@@ -42,7 +43,7 @@ async def touch_worker(conn: Connection, worker_id: str, now: datetime) -> Row |
     return (await conn.execute(_TOUCH_WORKER, params)).first()
 
 
-def _job_count() -> object:
+def _job_count() -> ScalarSelect[Any]:
     return (
         select(func.count())
         .select_from(link_table)
