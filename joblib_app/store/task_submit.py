@@ -63,6 +63,10 @@ class TaskRow(NamedTuple):
     version: int
     attempt: int
 
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return self._asdict()
+
 
 if TaskRow._fields != tuple(c.key for c in TASK_COLUMNS):
     raise RuntimeError("TaskRow's fields must be TASK_COLUMNS, in order")
