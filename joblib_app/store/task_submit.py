@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import JSON, bindparam, false, select
 
@@ -66,6 +66,11 @@ class TaskRow(NamedTuple):
     @property
     def _mapping(self) -> dict[str, Any]:
         return self._asdict()
+
+    if TYPE_CHECKING:
+        # What makes it a ``connection.Row`` to type checkers; at run time a missing
+        # attribute raises ``AttributeError`` as on any tuple.
+        def __getattr__(self, name: str) -> Any: ...
 
 
 if TaskRow._fields != tuple(c.key for c in TASK_COLUMNS):

@@ -176,6 +176,7 @@ async def _script(db: Database) -> list[Any]:
             user_id="alice",
             worker_id=alice.id,
         )
+        assert provider is not None
         out.append(_row(names, provider))
     async with db.read() as conn:
         page, total = await tasks.list_tasks(conn, room_id="room", limit=2, offset=0)
