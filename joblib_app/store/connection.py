@@ -45,8 +45,6 @@ class ScalarResult(Protocol):
 
     def one(self) -> Any: ...
 
-    def one_or_none(self) -> Any: ...
-
 
 class Result(Protocol):
     """What a statement gives back: the part of SQLAlchemy's ``Result`` the store uses.
@@ -195,10 +193,6 @@ class FetchedResult:
     def scalar_one(self) -> Any:
         return self.one()[0]
 
-    def scalar_one_or_none(self) -> Any:
-        row = self.one_or_none()
-        return None if row is None else row[0]
-
     def scalars(self) -> FetchedScalars:
         return FetchedScalars(self)
 
@@ -223,9 +217,6 @@ class FetchedScalars:
     def one(self) -> Any:
         return self._result.scalar_one()
 
-    def one_or_none(self) -> Any:
-        return self._result.scalar_one_or_none()
-
 
 class _FetchedRow(tuple[Any, ...]):
     """Base of the rows of :class:`FetchedResult`: the parts of SQLAlchemy's ``Row`` used."""
@@ -236,13 +227,6 @@ class _FetchedRow(tuple[Any, ...]):
     @property
     def _mapping(self) -> dict[str, Any]:
         return dict(zip(self._fields, self, strict=True))
-
-    @property
-    def _t(self) -> tuple[Any, ...]:
-        return tuple(self)
-
-    def _tuple(self) -> tuple[Any, ...]:
-        return tuple(self)
 
 
 def row_class(keys: Sequence[str], *, rename: bool = True) -> type[tuple[Any, ...]]:

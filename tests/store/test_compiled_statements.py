@@ -268,7 +268,6 @@ async def test_result_methods_match_sqlalchemy(db: Database) -> None:
             "all": lambda r: r.all(),
             "scalar": lambda r: r.scalar(),
             "scalar_one": lambda r: r.scalar_one(),
-            "scalar_one_or_none": lambda r: r.scalar_one_or_none(),
             "scalars": lambda r: list(r.scalars()),
             "scalars_all": lambda r: r.scalars().all(),
             "iterate": lambda r: [tuple(row) for row in r],
