@@ -330,23 +330,31 @@ class PostgresDriver:
             except _Retry:
                 continue
         reusable = False
+        raw = pooled.raw
         try:
-            if transaction:
-                async with pooled.raw.transaction():
-                    yield PostgresConnection(pooled, self._statements)
-            else:
+            transaction_ = raw.transaction() if transaction else None
+            if transaction_ is not None:
+                await transaction_.start()
+            try:
                 yield PostgresConnection(pooled, self._statements)
-            reusable = not pooled.raw.is_in_transaction()
-        except Exception as exc:
-            # A statement the database refused leaves the connection usable (in autocommit,
-            # or with the transaction rolled back), and so does an error of the caller's.
-            # A connection the server terminated may not know it yet: asyncpg reports the
-            # server's message first, and would answer the next request "another operation
-            # is in progress".
-            reusable = not is_connection_lost(exc) and not pooled.raw.is_in_transaction()
-            raise
+            except Exception as exc:
+                # A statement the database refused leaves the connection usable, and so
+                # does an error of the caller's: roll back and pool it again. A connection
+                # the server terminated may not know it yet (asyncpg reports the server's
+                # message first, and would answer the next request "another operation is
+                # in progress"): never reused, and no ROLLBACK sent on it.
+                if is_connection_lost(exc):
+                    raise
+                if transaction_ is not None:
+                    await transaction_.rollback()
+                reusable = not raw.is_in_transaction()
+                raise
+            # A cancellation (BaseException) skips both: the statement it interrupted may
+            # still be running, so the connection is terminated, which rolls back.
+            if transaction_ is not None:
+                await transaction_.commit()
+            reusable = not raw.is_in_transaction()
         finally:
-            # BaseException (cancellation) keeps ``reusable`` False: terminated.
             self._release(pooled, reusable=reusable)
 
     @asynccontextmanager

@@ -332,3 +332,32 @@ async def test_a_cancelled_statement_never_reaches_the_next_caller(postgres_url:
             assert conn.raw.get_server_pid() != first  # type: ignore[attr-defined]
     finally:
         await db.dispose()
+
+
+async def test_a_cancelled_write_commits_nothing(postgres_url: str) -> None:
+    db = Database(url=postgres_url)
+    await db.create_tables()
+    slow = text("SELECT pg_sleep(5)")
+    try:
+
+        async def write_then_sleep() -> None:
+            async with db.write() as conn:
+                await workers.create_worker(conn, "cancelled-writer", T0)
+                await conn.execute(slow)
+
+        task = asyncio.create_task(write_then_sleep())
+        await _wait_until_running(postgres_url, "SELECT pg_sleep(5)")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with db.write() as conn:
+            await workers.create_worker(conn, "next-writer", T0)
+        async with db.read() as conn:
+            found = (
+                await conn.execute(
+                    text("SELECT user_id FROM joblib_worker WHERE user_id LIKE '%-writer'")
+                )
+            ).scalars()
+            assert sorted(found) == ["next-writer"]
+    finally:
+        await db.dispose()
