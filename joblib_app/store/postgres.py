@@ -19,7 +19,7 @@ import logging
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -357,21 +357,17 @@ class PostgresDriver:
         finally:
             self._release(pooled, reusable=reusable)
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[PostgresConnection]:
-        async with self._connection(transaction=False) as conn:
-            yield conn
+    def read(self) -> AbstractAsyncContextManager[PostgresConnection]:
+        """Statements in autocommit: each sees what was committed before it began."""
+        return self._connection(transaction=False)
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[PostgresConnection]:
-        async with self._connection(transaction=True) as conn:
-            yield conn
+    def write(self) -> AbstractAsyncContextManager[PostgresConnection]:
+        """One transaction, committed when the block ends, rolled back if it raises."""
+        return self._connection(transaction=True)
 
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[PostgresConnection]:
-        """Every statement commits by itself: for changes each correct on its own."""
-        async with self._connection(transaction=False) as conn:
-            yield conn
+    def autocommit(self) -> AbstractAsyncContextManager[PostgresConnection]:
+        """Every statement commits by itself: for changes each correct on their own."""
+        return self._connection(transaction=False)
 
     async def dispose(self) -> None:
         """Close the idle connections; those in use are closed when released."""
