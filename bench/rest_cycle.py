@@ -21,7 +21,12 @@ what is measured. The default client is ``bench/rawhttp.py`` (keep-alive connect
 microseconds per request); ``--client httpx`` uses ``httpx.AsyncClient``, which costs more
 CPU per request than the trivial endpoint and so under-measures it on a small machine.
 
-Run: ``python -m bench.rest_cycle [--duration 4] [--databases sqlite postgres]``.
+With ``--servers 2`` (PostgreSQL only) the same loops run against TWO server processes on
+one database, with Redis for the notifier and Socket.IO manager (as ``tests/support/host.py`` is
+configured by environment): the workers are split between the servers, the health rate is
+still one server's, and the CPU per task is both servers' together.
+
+Run: ``python -m bench.rest_cycle [--duration 4] [--databases sqlite postgres] [--servers 2]``.
 """
 
 from __future__ import annotations
@@ -180,20 +185,23 @@ class Measure:
     client_cpu: float  # busiest client process's CPU share
 
 
-def run_load(plans: list[Plan], server: ServerProcess) -> Measure:
-    """Run the plans in parallel client processes, all starting their clocks together."""
+def run_load(plans: list[Plan], *servers: ServerProcess) -> Measure:
+    """Run the plans in parallel client processes, all starting their clocks together.
+
+    The CPU per operation is that of all ``servers`` together.
+    """
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     go_at = time.time() + 1.5
     procs = [ctx.Process(target=_client_process, args=(p, go_at, out)) for p in plans]
     for proc in procs:
         proc.start()
-    cpu0 = server_cpu_seconds(server)
+    cpu0 = sum(server_cpu_seconds(server) for server in servers)
     results = [out.get(timeout=120) for _ in procs]
     for result in results:
         if isinstance(result, Exception):
             raise RuntimeError(f"a client process failed: {result}") from result
-    cpu = server_cpu_seconds(server) - cpu0
+    cpu = sum(server_cpu_seconds(server) for server in servers) - cpu0
     for proc in procs:
         proc.join(timeout=30)
     timed = sum(r[0] for r in results)
@@ -251,6 +259,50 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
             yield url
 
 
+def make_plans(
+    args: argparse.Namespace,
+    kind: str,
+    servers: tuple[ServerProcess, ...],
+    loops: list[str],
+    procs: int,
+    room: str = "",
+    job: str = "",
+) -> list[Plan]:
+    """The loops split over ``procs`` client processes; process i talks to server i % n."""
+    return [
+        Plan(
+            kind,
+            args.client,
+            servers[i % len(servers)].origin,
+            servers[0].mount,
+            room,
+            job,
+            part,
+            args.warmup,
+            args.duration,
+        )
+        for i, part in enumerate(split(loops, procs))
+    ]
+
+
+def _row(
+    kind: str, mode: str, concurrency: int, procs: int, health: Measure, cycle: Measure
+) -> dict:
+    return {
+        "database": kind,
+        "mode": mode,
+        "concurrency": concurrency,
+        "client_processes": procs,
+        "health_rps": health.rate,
+        "tasks_per_s": cycle.rate,
+        "ratio": 3 * cycle.rate / health.rate,
+        "health_cpu_ms": 1000 * health.server_cpu_per_op,
+        "task_cpu_ms": 1000 * cycle.server_cpu_per_op,
+        "cpu_ratio": 3 * health.server_cpu_per_op / cycle.server_cpu_per_op,
+        "client_cpu": max(health.client_cpu, cycle.client_cpu),
+    }
+
+
 def bench_database(kind: str, args: argparse.Namespace) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
@@ -263,43 +315,16 @@ def bench_database(kind: str, args: argparse.Namespace) -> list[dict]:
             for concurrency in args.concurrency:
                 procs = min(args.client_processes, concurrency)
 
-                def plans(
-                    kind_: str, room: str, job: str, loops: list[str], procs: int = procs
-                ) -> list[Plan]:
-                    return [
-                        Plan(
-                            kind_,
-                            args.client,
-                            server.origin,
-                            server.mount,
-                            room,
-                            job,
-                            part,
-                            args.warmup,
-                            args.duration,
-                        )
-                        for part in split(loops, procs)
-                    ]
-
-                health = run_load(plans("health", "", "", [""] * concurrency), server)
+                loops = [""] * concurrency
+                health = run_load(make_plans(args, "health", (server,), loops, procs), server)
                 for mode in args.modes:
                     room, job, workers = prepare_job(server, concurrency)
                     if mode == "prefilled":
                         asyncio.run(_prefill(server, room, job, args.prefill))
-                    cycle = run_load(plans(mode, room, job, workers), server)
-                    row = {
-                        "database": kind,
-                        "mode": mode,
-                        "concurrency": concurrency,
-                        "client_processes": procs,
-                        "health_rps": health.rate,
-                        "tasks_per_s": cycle.rate,
-                        "ratio": 3 * cycle.rate / health.rate,
-                        "health_cpu_ms": 1000 * health.server_cpu_per_op,
-                        "task_cpu_ms": 1000 * cycle.server_cpu_per_op,
-                        "cpu_ratio": 3 * health.server_cpu_per_op / cycle.server_cpu_per_op,
-                        "client_cpu": max(health.client_cpu, cycle.client_cpu),
-                    }
+                    cycle = run_load(
+                        make_plans(args, mode, (server,), workers, procs, room, job), server
+                    )
+                    row = _row(kind, mode, concurrency, procs, health, cycle)
                     rows.append(row)
                     print(format_row(row), flush=True)
     return rows
@@ -307,7 +332,7 @@ def bench_database(kind: str, args: argparse.Namespace) -> list[dict]:
 
 def format_row(row: dict) -> str:
     return (
-        f"{row['database']:>8} {row['mode']:>9} C={row['concurrency']:<3}"
+        f"{row['database']:>11} {row['mode']:>9} C={row['concurrency']:<3}"
         f"health {row['health_rps']:6.0f} req/s  "
         f"{row['tasks_per_s']:6.1f} tasks/s  ratio {row['ratio']:.3f}  | server CPU: "
         f"{row['health_cpu_ms']:.3f} ms/health req, {row['task_cpu_ms']:.2f} ms/task, "
@@ -317,13 +342,20 @@ def format_row(row: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument("--databases", nargs="*", default=["sqlite", "postgres"])
     parser.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--prefill", type=int, default=20000, help="queue size for prefilled")
     parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument(
+        "--servers",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: also run PostgreSQL with two server processes (Redis for the notifier)",
+    )
     parser.add_argument(
         "--client",
         choices=["raw", "httpx"],
@@ -338,6 +370,10 @@ def main() -> None:
     )
     for kind in args.databases:
         bench_database(kind, args)
+    if args.servers == 2:
+        from bench.rest_cycle_servers import bench_two_servers
+
+        bench_two_servers(args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ _LOST = frozenset(
     }
 )
 _LOST_MESSAGES = (
-    "another operation is in progress",
+    # asyncpg's protocol in a state it cannot leave: mid-operation after a cancellation,
+    # or consuming a server's error when the server terminated the connection
+    # ("cannot switch to state 11; another operation (2) is in progress").
+    "another operation",
     "connection is closed",
     "connection was closed",
 )

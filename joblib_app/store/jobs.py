@@ -8,26 +8,25 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, exists, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import and_, bindparam, exists, func, select, update
 
 from joblib_app.models import job_table, link_table, task_table
 from joblib_app.names import INTERNAL_ROOM
-from joblib_app.store.dialect import insert_ignoring_conflicts
-from joblib_app.store.tasks import IS_PENDING
+from joblib_app.store.connection import Connection, Row
+from joblib_app.store.task_columns import IS_PENDING
 
 _J = job_table.c
 _JOB_COLUMNS = (_J.id, _J.room_id, _J.category, _J.name, _J.full_name, _J.schema, _J.is_deleted)
 _GET_JOB = select(*_JOB_COLUMNS).where(_J.full_name == bindparam("full_name"))
 
 
-async def get_job(conn: AsyncConnection, full_name: str) -> Row | None:
+async def get_job(conn: Connection, full_name: str) -> Row | None:
     """The job row by full name, soft-deleted or not."""
     return (await conn.execute(_GET_JOB, {"full_name": full_name})).first()
 
 
 async def insert_job(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     room_id: str,
     category: str,
@@ -38,7 +37,7 @@ async def insert_job(
 ) -> Row | None:
     """Insert a job; ``None`` when another request inserted the same full name first."""
     stmt = (
-        insert_ignoring_conflicts(conn, job_table)
+        conn.rules.insert_ignoring_conflicts(job_table)
         .values(
             id=str(uuid.uuid4()),
             room_id=room_id,
@@ -56,7 +55,7 @@ async def insert_job(
 
 
 async def reactivate_job(
-    conn: AsyncConnection, job_id: str, schema: dict[str, Any], now: datetime
+    conn: Connection, job_id: str, schema: dict[str, Any], now: datetime
 ) -> Row:
     stmt = (
         update(job_table)
@@ -67,13 +66,15 @@ async def reactivate_job(
     return (await conn.execute(stmt)).one()
 
 
-async def link_worker(conn: AsyncConnection, worker_id: str, job_id: str) -> bool:
+async def link_worker(conn: Connection, worker_id: str, job_id: str) -> bool:
     """Link a worker to a job; ``True`` when the link is new."""
-    stmt = insert_ignoring_conflicts(conn, link_table).values(worker_id=worker_id, job_id=job_id)
+    stmt = conn.rules.insert_ignoring_conflicts(link_table).values(
+        worker_id=worker_id, job_id=job_id
+    )
     return (await conn.execute(stmt)).rowcount == 1
 
 
-async def workers_of_jobs(conn: AsyncConnection, job_ids: Collection[str]) -> dict[str, list[str]]:
+async def workers_of_jobs(conn: Connection, job_ids: Collection[str]) -> dict[str, list[str]]:
     """Worker ids per job id, in one query."""
     result: dict[str, list[str]] = defaultdict(list)
     if not job_ids:
@@ -88,7 +89,7 @@ async def workers_of_jobs(conn: AsyncConnection, job_ids: Collection[str]) -> di
     return result
 
 
-async def jobs_of_workers(conn: AsyncConnection, worker_ids: Collection[str]) -> list[Row]:
+async def jobs_of_workers(conn: Connection, worker_ids: Collection[str]) -> list[Row]:
     """``(id, room_id, full_name)`` of every job the workers serve."""
     stmt = select(_J.id, _J.room_id, _J.full_name).where(
         _J.id.in_(select(link_table.c.job_id).where(link_table.c.worker_id.in_(worker_ids)))
@@ -96,7 +97,7 @@ async def jobs_of_workers(conn: AsyncConnection, worker_ids: Collection[str]) ->
     return list((await conn.execute(stmt)).all())
 
 
-async def job_names_of_worker(conn: AsyncConnection, worker_id: str) -> list[str]:
+async def job_names_of_worker(conn: Connection, worker_id: str) -> list[str]:
     stmt = (
         select(_J.full_name)
         .join(link_table, link_table.c.job_id == _J.id)
@@ -106,7 +107,7 @@ async def job_names_of_worker(conn: AsyncConnection, worker_id: str) -> list[str
 
 
 async def list_jobs(
-    conn: AsyncConnection, rooms: Collection[str], *, limit: int, offset: int
+    conn: Connection, rooms: Collection[str], *, limit: int, offset: int
 ) -> tuple[Sequence[Row], int]:
     where = and_(_J.room_id.in_(rooms), _J.is_deleted.is_(False))
     total = (
@@ -116,7 +117,7 @@ async def list_jobs(
     return (await conn.execute(stmt)).all(), total
 
 
-async def soft_delete_orphans(conn: AsyncConnection, job_ids: Collection[str]) -> list[Row]:
+async def soft_delete_orphans(conn: Connection, job_ids: Collection[str]) -> list[Row]:
     """Soft-delete the given jobs that have no worker and no pending task (never ``@internal``).
 
     Returns the ``(full_name, room_id)`` of each job soft-deleted.
@@ -144,7 +145,7 @@ _JOB_OF_TASK = select(task_table.c.job_id).where(task_table.c.id == bindparam("t
 _LOCK_JOB_OF_TASK = select(_J.id).where(_J.id == _JOB_OF_TASK.scalar_subquery()).with_for_update()
 
 
-async def lock_job_of_task(conn: AsyncConnection, task_id: str) -> None:
+async def lock_job_of_task(conn: Connection, task_id: str) -> None:
     """Hold the row lock of the task's job until the transaction ends (PostgreSQL).
 
     Taken before a task leaves pending, and by the worker cleanup before it unlinks
@@ -153,13 +154,13 @@ async def lock_job_of_task(conn: AsyncConnection, task_id: str) -> None:
     see the other's change not yet committed, and neither would. SQLite writes one at a
     time and has no ``FOR UPDATE``.
     """
-    if conn.dialect.name == "postgresql":
+    if conn.rules.takes_row_locks:
         await conn.execute(_LOCK_JOB_OF_TASK, {"task_id": task_id})
 
 
-async def lock_jobs(conn: AsyncConnection, job_ids: Collection[str]) -> None:
+async def lock_jobs(conn: Connection, job_ids: Collection[str]) -> None:
     """Hold the row locks of the jobs until the transaction ends (PostgreSQL), in id order
     so that concurrent lockers never deadlock; see :func:`lock_job_of_task`."""
-    if job_ids and conn.dialect.name == "postgresql":
+    if job_ids and conn.rules.takes_row_locks:
         stmt = select(_J.id).where(_J.id.in_(job_ids)).order_by(_J.id).with_for_update()
         await conn.execute(stmt)

@@ -7,11 +7,10 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import delete, func, select, update
 
 from joblib_app.models import provider_table
-from joblib_app.store.dialect import insert_ignoring_conflicts
+from joblib_app.store.connection import Connection, Row
 
 _P = provider_table.c
 PROVIDER_COLUMNS = (
@@ -28,27 +27,27 @@ PROVIDER_COLUMNS = (
 )
 
 
-async def get_provider_by_name(conn: AsyncConnection, full_name: str) -> Row | None:
+async def get_provider_by_name(conn: Connection, full_name: str) -> Row | None:
     stmt = select(*PROVIDER_COLUMNS).where(_P.full_name == full_name)
     return (await conn.execute(stmt)).first()
 
 
-async def get_provider(conn: AsyncConnection, provider_id: str) -> Row | None:
+async def get_provider(conn: Connection, provider_id: str) -> Row | None:
     stmt = select(*PROVIDER_COLUMNS).where(_P.id == provider_id)
     return (await conn.execute(stmt)).first()
 
 
-async def insert_provider(conn: AsyncConnection, *, now: datetime, **values: Any) -> Row | None:
+async def insert_provider(conn: Connection, *, now: datetime, **values: Any) -> Row | None:
     """Insert a provider; ``None`` when the full name exists already."""
     stmt = (
-        insert_ignoring_conflicts(conn, provider_table)
+        conn.rules.insert_ignoring_conflicts(provider_table)
         .values(id=str(uuid.uuid4()), created_at=now, **values)
         .returning(*PROVIDER_COLUMNS)
     )
     return (await conn.execute(stmt)).first()
 
 
-async def update_provider(conn: AsyncConnection, provider_id: str, **values: Any) -> Row:
+async def update_provider(conn: Connection, provider_id: str, **values: Any) -> Row:
     stmt = (
         update(provider_table)
         .where(_P.id == provider_id)
@@ -59,7 +58,7 @@ async def update_provider(conn: AsyncConnection, provider_id: str, **values: Any
 
 
 async def list_providers(
-    conn: AsyncConnection, rooms: Collection[str], *, limit: int, offset: int
+    conn: Connection, rooms: Collection[str], *, limit: int, offset: int
 ) -> tuple[Sequence[Row], int]:
     where = _P.room_id.in_(rooms)
     total = (
@@ -71,14 +70,12 @@ async def list_providers(
     return (await conn.execute(stmt)).all(), total
 
 
-async def delete_provider(conn: AsyncConnection, provider_id: str) -> Row | None:
+async def delete_provider(conn: Connection, provider_id: str) -> Row | None:
     stmt = delete(provider_table).where(_P.id == provider_id).returning(_P.room_id, _P.full_name)
     return (await conn.execute(stmt)).first()
 
 
-async def delete_providers_of_workers(
-    conn: AsyncConnection, worker_ids: Collection[str]
-) -> list[Row]:
+async def delete_providers_of_workers(conn: Connection, worker_ids: Collection[str]) -> list[Row]:
     """Delete the workers' providers; return ``(room_id, full_name)`` of each."""
     stmt = (
         delete(provider_table)

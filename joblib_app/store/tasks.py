@@ -1,86 +1,85 @@
-"""Task rows: submit, claim, transitions, queue position, listing."""
+"""Task rows: submit, claim, status changes, progress, queue position, listing.
+
+What the sweeper and the worker cleanup do to tasks (requeue, fail, release) is in
+``task_recovery``, re-exported here: callers use ``store.tasks`` for both.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections import namedtuple
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Row,
-    and_,
-    any_,
-    bindparam,
-    exists,
-    false,
-    func,
-    literal_column,
-    or_,
-    select,
-    true,
-    update,
-)
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 
 from joblib_app.models import (
-    ACTIVE_STATUSES,
     TaskStatus,
-    UTCDateTime,
-    job_table,
-    link_table,
     task_table,
     utcnow,
     worker_table,
 )
-from joblib_app.names import INTERNAL_ROOM
+from joblib_app.store.connection import Connection, Row
+from joblib_app.store.task_columns import (
+    IS_ACTIVE,
+    IS_PENDING,
+    PENDING,
+    TASK_COLUMNS,
+    status_is,
+)
+from joblib_app.store.task_recovery import (
+    active_tasks_of_workers,
+    fail_active_tasks,
+    internal_tasks_older_than,
+    jobs_with_timeouts,
+    mark_claimed,
+    release_claim,
+    requeue_expired_claims,
+    requeue_lost_tasks,
+    running_tasks_of_job_started_before,
+    set_retry_policy,
+)
+from joblib_app.store.task_submit import (
+    TaskRow,
+    insert_task,
+    submit_to_active_job,
+    submitted_position,
+)
 from joblib_app.transitions import ALLOWED_TRANSITIONS
 
+__all__ = [
+    "ANY_ACTOR",
+    "IS_ACTIVE",
+    "IS_PENDING",
+    "OWNER_OR_SUBMITTER",
+    "REPORTED_COLUMNS",
+    "TASK_COLUMNS",
+    "WORKER_OWNER",
+    "TaskRow",
+    "active_tasks_of_workers",
+    "claim_next",
+    "fail_active_tasks",
+    "get_task",
+    "get_task_with_owner",
+    "insert_task",
+    "internal_tasks_older_than",
+    "jobs_with_timeouts",
+    "list_tasks",
+    "mark_claimed",
+    "queue_positions",
+    "release_claim",
+    "report_progress",
+    "requeue_expired_claims",
+    "requeue_lost_tasks",
+    "running_tasks_of_job_started_before",
+    "set_retry_policy",
+    "status_is",
+    "submit_to_active_job",
+    "transition",
+    "transition_if_allowed",
+]
+
 _T = task_table.c
-TASK_COLUMNS = (
-    _T.seq,
-    _T.id,
-    _T.job_id,
-    _T.job_name,
-    _T.room_id,
-    _T.status,
-    _T.worker_id,
-    _T.error,
-    _T.payload,
-    _T.created_by,
-    _T.created_at,
-    _T.started_at,
-    _T.completed_at,
-    _T.result,
-    _T.progress,
-    _T.progress_message,
-    _T.version,
-    _T.attempt,
-)
-_PENDING = TaskStatus.PENDING.value
-
-
-# Partial indexes serve a query only when the planner can see that its condition implies the
-# index's (``status = 'pending'``). PostgreSQL's generic plans, which prepared statements
-# settle on, do not know bound values: with ``status = $1`` the claim would scan every task
-# of the job, finished ones included. Inlining the literal keeps the index usable everywhere.
-def _status_literal(status: str) -> ColumnElement[str]:
-    return literal_column(f"'{status}'")
-
-
-def status_is(column: Any, *statuses: str) -> ColumnElement[bool]:
-    """``column = 'x'`` or ``column IN ('x', 'y')`` with the statuses written into the SQL."""
-    if len(statuses) == 1:
-        return column == _status_literal(statuses[0])
-    return column.in_([_status_literal(s) for s in statuses])
-
-
-IS_PENDING = status_is(_T.status, _PENDING)
-IS_ACTIVE = status_is(_T.status, *ACTIVE_STATUSES)
+_PENDING = PENDING
 
 # The hot path's statements are built once: building a Core statement and its cache key
 # on every call costs more than running it on SQLite.
@@ -92,92 +91,6 @@ _GET_TASK_WITH_OWNER = (
 )
 
 
-def _claim_statement(*, owner_checked: bool) -> Any:
-    """SQLite's claim: one ``UPDATE ... WHERE seq = (oldest pending of the worker's jobs)``."""
-    conditions = [
-        IS_PENDING,
-        _T.job_id.in_(
-            select(link_table.c.job_id).where(link_table.c.worker_id == bindparam("worker_id"))
-        ),
-    ]
-    if owner_checked:
-        # Uncorrelated: evaluated once.
-        conditions.append(
-            exists().where(
-                worker_table.c.id == bindparam("worker_id"),
-                worker_table.c.user_id == bindparam("owner_id"),
-            )
-        )
-    candidate = select(_T.seq).where(*conditions).order_by(_T.seq).limit(1)
-    return (
-        update(task_table)
-        .where(_T.seq == candidate.scalar_subquery(), IS_PENDING)
-        .values(
-            status=TaskStatus.CLAIMED.value,
-            worker_id=bindparam("worker_id"),
-            version=_T.version + 1,
-            claimed_at=bindparam("now"),
-        )
-        .returning(*TASK_COLUMNS)
-    )
-
-
-def _claim_postgres_statement(*, owner_checked: bool) -> Any:
-    """PostgreSQL's claim: the oldest of the heads of the worker's job queues.
-
-    Each head comes from a ``LATERAL`` subquery with ``FOR UPDATE SKIP LOCKED``, so
-    concurrent claimers take different rows instead of waiting for one another. The head
-    is asked for as ``job_id = ANY(ARRAY[job])`` ordered by ``(job_id, seq)``: only the
-    pending index gives that order. Written plainly (``job_id = x ORDER BY seq``), the
-    planner may walk the primary key in ``seq`` order instead, past every older task of
-    the table: measured 9 to 20 ms a claim with 20,000 tasks queued behind finished ones,
-    against under 1 ms this way.
-    """
-    queued = task_table.alias("queued")
-    head = (
-        select(queued.c.seq)
-        .where(
-            queued.c.job_id == any_(postgresql.array([link_table.c.job_id])),
-            status_is(queued.c.status, _PENDING),
-        )
-        .order_by(queued.c.job_id, queued.c.seq)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .lateral("head")
-    )
-    conditions = [link_table.c.worker_id == bindparam("worker_id")]
-    if owner_checked:
-        conditions.append(
-            exists().where(
-                worker_table.c.id == bindparam("worker_id"),
-                worker_table.c.user_id == bindparam("owner_id"),
-            )
-        )
-    oldest = (
-        select(head.c.seq)
-        .select_from(link_table.join(head, true()))
-        .where(*conditions)
-        .order_by(head.c.seq)
-        .limit(1)
-    )
-    return (
-        update(task_table)
-        .where(_T.seq == oldest.scalar_subquery(), IS_PENDING)
-        .values(
-            status=TaskStatus.CLAIMED.value,
-            worker_id=bindparam("worker_id"),
-            version=_T.version + 1,
-            claimed_at=bindparam("now"),
-        )
-        .returning(*TASK_COLUMNS)
-    )
-
-
-_CLAIM = {checked: _claim_statement(owner_checked=checked) for checked in (False, True)}
-_CLAIM_POSTGRES = {
-    checked: _claim_postgres_statement(owner_checked=checked) for checked in (False, True)
-}
-_INSERT_TASK = task_table.insert().returning(*TASK_COLUMNS)
 _TRANSITIONS: dict[tuple[TaskStatus, bool, frozenset[str]], Any] = {}
 # What a worker may report along with a status (see ``TaskUpdate``): set only when given.
 REPORTED_COLUMNS = frozenset({"result", "progress", "progress_message"})
@@ -260,7 +173,7 @@ def _guarded_transition_statement(
 
 
 async def transition_if_allowed(
-    conn: AsyncConnection,
+    conn: Connection,
     task_id: str,
     *,
     to_status: TaskStatus,
@@ -316,7 +229,7 @@ def _progress_statement(actor: str, reported: frozenset[str]) -> Any:
 
 
 async def report_progress(
-    conn: AsyncConnection,
+    conn: Connection,
     task_id: str,
     *,
     actor: str,
@@ -356,139 +269,32 @@ _QUEUE_POSITION = (
 )
 
 
-async def insert_task(
-    conn: AsyncConnection,
-    *,
-    job_id: str,
-    job_name: str,
-    room_id: str,
-    payload: dict[str, Any],
-    created_by: str,
-    now: datetime,
-) -> Row:
-    params = {
-        "id": str(uuid.uuid4()),
-        "job_id": job_id,
-        "job_name": job_name,
-        "room_id": room_id,
-        "status": _PENDING,
-        "created_by": created_by,
-        "payload": payload,
-        "created_at": now,
-    }
-    return (await conn.execute(_INSERT_TASK, params)).one()
-
-
-# A task row built from what was inserted, with the columns of ``TASK_COLUMNS``.
-TaskRow = namedtuple("TaskRow", [c.key for c in TASK_COLUMNS])  # type: ignore[misc]
-
-_J = job_table.c
-_SUBMIT = (
-    task_table.insert()
-    .from_select(
-        ["id", "job_id", "job_name", "room_id", "status", "created_by", "payload", "created_at"],
-        select(
-            bindparam("id"),
-            _J.id,
-            _J.full_name,
-            bindparam("room_id"),
-            _status_literal(_PENDING),
-            bindparam("created_by"),
-            bindparam("payload", type_=JSON),
-            bindparam("created_at", type_=UTCDateTime),
-        ).where(_J.full_name == bindparam("job_name"), _J.is_deleted == false()),
-    )
-    .returning(_T.seq, _T.job_id)
-)
-
-
-async def submit_to_active_job(
-    conn: AsyncConnection,
-    *,
-    job_name: str,
-    room_id: str,
-    payload: dict[str, Any],
-    created_by: str,
-    now: datetime,
-) -> Any | None:
-    """Queue a task on the active job ``job_name`` in one statement; ``None`` if there is
-    no such job (or it is deleted).
-
-    The job lookup is the ``INSERT``'s own ``SELECT``, and only the generated ``seq`` comes
-    back: the rest of the row is what was inserted.
-    """
-    task_id = str(uuid.uuid4())
-    params = {
-        "id": task_id,
-        "room_id": room_id,
-        "created_by": created_by,
-        "payload": payload,
-        "created_at": now,
-        "job_name": job_name,
-    }
-    inserted = (await conn.execute(_SUBMIT, params)).first()
-    if inserted is None:
-        return None
-    return TaskRow(
-        seq=inserted.seq,
-        id=task_id,
-        job_id=inserted.job_id,
-        job_name=job_name,
-        room_id=room_id,
-        status=_PENDING,
-        worker_id=None,
-        error=None,
-        payload=payload,
-        created_by=created_by,
-        created_at=now,
-        started_at=None,
-        completed_at=None,
-        result=None,
-        progress=None,
-        progress_message=None,
-        version=1,
-        attempt=1,
-    )
-
-
-async def get_task(conn: AsyncConnection, task_id: str) -> Row | None:
+async def get_task(conn: Connection, task_id: str) -> Row | None:
     return (await conn.execute(_GET_TASK, {"task_id": task_id})).first()
 
 
-async def get_task_with_owner(conn: AsyncConnection, task_id: str) -> Row | None:
+async def get_task_with_owner(conn: Connection, task_id: str) -> Row | None:
     """The task row plus ``worker_user_id``, the owner of its claiming worker (or ``None``)."""
     return (await conn.execute(_GET_TASK_WITH_OWNER, {"task_id": task_id})).first()
 
 
 async def claim_next(
-    conn: AsyncConnection, worker_id: str, *, owner_id: str | None = None
+    conn: Connection, worker_id: str, *, owner_id: str | None = None
 ) -> Row | None:
     """Claim the oldest pending task among the worker's jobs.
 
     With ``owner_id``, only if the worker belongs to that user (``None`` otherwise, as when
     nothing is pending: the caller tells the two apart when it needs to).
-    One statement on both databases: SQLite runs one writer at a time; for PostgreSQL see
-    :func:`_claim_postgres_statement`.
+    One statement, the driver's (``RULES.claim_statement`` of ``store/sqlite.py`` and
+    ``store/postgres.py``).
     """
-    postgres = conn.dialect.name == "postgresql"
-    stmt = (_CLAIM_POSTGRES if postgres else _CLAIM)[owner_id is not None]
+    stmt = conn.rules.claim_statement(owner_checked=owner_id is not None)
     params = {"worker_id": worker_id, "owner_id": owner_id, "now": utcnow()}
     return (await conn.execute(stmt, params)).first()
 
 
-async def mark_claimed(conn: AsyncConnection, task_id: str) -> Row | None:
-    """Move one pending task to claimed with no worker (``@internal`` dispatch)."""
-    stmt = (
-        update(task_table)
-        .where(_T.id == task_id, IS_PENDING)
-        .values(status=TaskStatus.CLAIMED.value, version=_T.version + 1)
-        .returning(*TASK_COLUMNS)
-    )
-    return (await conn.execute(stmt)).first()
-
-
 async def transition(
-    conn: AsyncConnection,
+    conn: Connection,
     task_id: str,
     *,
     from_status: str,
@@ -508,41 +314,7 @@ async def transition(
     return (await conn.execute(stmt, params)).first()
 
 
-async def fail_active_tasks(
-    conn: AsyncConnection, where: ColumnElement[bool], error: str, now: datetime
-) -> list[Row]:
-    """Fail every claimed or running task matching ``where``; return the rows changed.
-
-    The status condition makes this safe to run from several sweepers at once: a task
-    fails once, whoever gets there first.
-    """
-    stmt = (
-        update(task_table)
-        .where(IS_ACTIVE, where)
-        .values(
-            status=TaskStatus.FAILED.value,
-            error=error,
-            completed_at=now,
-            version=_T.version + 1,
-        )
-        .returning(*TASK_COLUMNS)
-    )
-    return list((await conn.execute(stmt)).all())
-
-
-def active_tasks_of_workers(worker_ids: Collection[str]) -> ColumnElement[bool]:
-    return _T.worker_id.in_(worker_ids)
-
-
-def internal_tasks_older_than(cutoff: datetime) -> ColumnElement[bool]:
-    """``@internal`` tasks that started (or, never started, were created) before ``cutoff``."""
-    return and_(
-        _T.job_name.startswith(INTERNAL_ROOM + ":"),
-        func.coalesce(_T.started_at, _T.created_at) < cutoff,
-    )
-
-
-async def queue_positions(conn: AsyncConnection, rows: Sequence[Row]) -> dict[int, int]:
+async def queue_positions(conn: Connection, rows: Sequence[Row]) -> dict[int, int]:
     """1-based position of each pending row within its job's queue, in one query.
 
     Counts pending tasks of the same job that arrived no later, on the partial index of
@@ -551,6 +323,9 @@ async def queue_positions(conn: AsyncConnection, rows: Sequence[Row]) -> dict[in
     pending = [row for row in rows if row.status == _PENDING]
     if not pending:
         return {}
+    if len(pending) == 1 and (known := submitted_position(pending[0])) is not None:
+        # Counted by the submit's own statement (PostgreSQL: see ``task_submit``).
+        return {pending[0].seq: known}
     if len(pending) == 1:
         # The common case (a submit, a single read) as a plain statement, without the list
         # expansion that keeps the general query from being compiled once.
@@ -562,7 +337,7 @@ async def queue_positions(conn: AsyncConnection, rows: Sequence[Row]) -> dict[in
 
 
 async def list_tasks(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     room_id: str,
     job_id: str | None = None,
@@ -582,104 +357,3 @@ async def list_tasks(
     ).scalar_one()
     stmt = select(*TASK_COLUMNS).where(where).order_by(_T.seq.desc()).limit(limit).offset(offset)
     return (await conn.execute(stmt)).all(), total
-
-
-_IS_CLAIMED = status_is(_T.status, TaskStatus.CLAIMED.value)
-_UNCLAIM_VALUES = {
-    "status": _PENDING,
-    "worker_id": None,
-    "claimed_at": None,
-    "version": _T.version + 1,
-}
-# Back to pending: the row keeps its ``seq``, so it is again at the head of its queue.
-_REQUEUE_EXPIRED = (
-    update(task_table)
-    .where(
-        _IS_CLAIMED,
-        _T.claimed_at < bindparam("cutoff", type_=UTCDateTime),
-        # ``@internal`` tasks are claimed by the server itself; their timeout is their own.
-        ~_T.job_name.startswith(INTERNAL_ROOM + ":"),
-    )
-    .values(**_UNCLAIM_VALUES)
-    .returning(*TASK_COLUMNS)
-)
-_RELEASE_CLAIM = (
-    update(task_table)
-    .where(_T.id == bindparam("task_id"), _IS_CLAIMED, _T.worker_id == bindparam("worker_id"))
-    .values(**_UNCLAIM_VALUES)
-    .returning(*TASK_COLUMNS)
-)
-
-
-async def requeue_expired_claims(conn: AsyncConnection, cutoff: datetime) -> list[Row]:
-    """Return to pending every task claimed before ``cutoff`` and not started since."""
-    return list((await conn.execute(_REQUEUE_EXPIRED, {"cutoff": cutoff})).all())
-
-
-async def release_claim(conn: AsyncConnection, task_id: str, worker_id: str) -> Row | None:
-    """Undo ``worker_id``'s claim of a task it never received (``None`` if it moved on)."""
-    params = {"task_id": task_id, "worker_id": worker_id}
-    return (await conn.execute(_RELEASE_CLAIM, params)).first()
-
-
-_JOB = job_table.c
-_IS_RUNNING = status_is(_T.status, TaskStatus.RUNNING.value)
-_ATTEMPTS_LEFT = _T.attempt < (
-    select(_JOB.max_attempts).where(_JOB.id == _T.job_id).scalar_subquery()
-)
-
-
-async def requeue_lost_tasks(conn: AsyncConnection, where: ColumnElement[bool]) -> list[Row]:
-    """Back to pending, among the active tasks matching ``where``: the claimed ones (they
-    never ran: no attempt used) and the running ones whose job allows another attempt.
-
-    The caller fails what is left active (:func:`fail_active_tasks`).
-    """
-    never_ran = (
-        update(task_table)
-        .where(_IS_CLAIMED, where)
-        .values(**_UNCLAIM_VALUES)
-        .returning(*TASK_COLUMNS)
-    )
-    rerun = (
-        update(task_table)
-        .where(_IS_RUNNING, _ATTEMPTS_LEFT, where)
-        .values(
-            **_UNCLAIM_VALUES,
-            started_at=None,
-            attempt=_T.attempt + 1,
-            # A new run reports its own progress.
-            progress=None,
-            progress_message=None,
-        )
-        .returning(*TASK_COLUMNS)
-    )
-    rows = list((await conn.execute(never_ran)).all())
-    rows.extend((await conn.execute(rerun)).all())
-    return rows
-
-
-def running_tasks_of_job_started_before(job_id: str, cutoff: datetime) -> ColumnElement[bool]:
-    """Running tasks of ``job_id`` that started before ``cutoff`` (a job's timeout)."""
-    return and_(_IS_RUNNING, _T.job_id == job_id, _T.started_at < cutoff)
-
-
-async def jobs_with_timeouts(conn: AsyncConnection) -> list[Row]:
-    """``(id, timeout_seconds)`` of the active jobs with a timeout."""
-    stmt = select(_JOB.id, _JOB.timeout_seconds).where(
-        _JOB.timeout_seconds.is_not(None), _JOB.is_deleted == false()
-    )
-    return list((await conn.execute(stmt)).all())
-
-
-async def set_retry_policy(
-    conn: AsyncConnection, job_id: str, max_attempts: int | None, timeout_seconds: float | None
-) -> None:
-    """Store what a registration gave of ``max_attempts`` and ``timeout_seconds``."""
-    values: dict[str, Any] = {}
-    if max_attempts is not None:
-        values["max_attempts"] = max_attempts
-    if timeout_seconds is not None:
-        values["timeout_seconds"] = timeout_seconds
-    if values:
-        await conn.execute(update(job_table).where(_JOB.id == job_id).values(**values))

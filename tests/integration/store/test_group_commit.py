@@ -12,7 +12,8 @@ from sqlalchemy import event, select, text
 
 from joblib_app.models import utcnow, worker_table
 from joblib_app.store import workers
-from joblib_app.store.database import GROUP_COMMIT_MAX_BLOCKS, Database, _InLoopSQLite
+from joblib_app.store.database import GROUP_COMMIT_MAX_BLOCKS, Database
+from joblib_app.store.sqlite import InLoopSQLite
 
 _W = worker_table.c
 
@@ -203,7 +204,7 @@ async def test_commit_failure_reaches_every_block(tmp_path: Path) -> None:
         assert in_loop._write_conn is None
         assert connection_before is not None
         with pytest.raises(sqlite3.ProgrammingError):
-            connection_before._raw.execute("SELECT 1")
+            connection_before.raw.execute("SELECT 1")
         await insert(db, "later")
         assert await user_ids(db) == ["later"]
     finally:
@@ -255,7 +256,7 @@ async def test_dispose_commits_an_open_batch(tmp_path: Path) -> None:
     db = Database(url=url)
     await db.create_tables()
     in_loop = db._in_loop
-    assert isinstance(in_loop, _InLoopSQLite)
+    assert isinstance(in_loop, InLoopSQLite)
     task = asyncio.create_task(insert(db, "pending"))
 
     async def dispose() -> None:

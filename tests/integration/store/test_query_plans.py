@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from joblib_app.models import utcnow
-from joblib_app.store import tasks
+from joblib_app.store import postgres, sqlite, tasks
 from joblib_app.store.database import Database
 from tests.support.databases import database
 
@@ -100,7 +100,7 @@ async def postgres_db(postgres_url: str) -> AsyncIterator[Database]:
 async def test_sqlite_claim_searches_the_pending_index(
     sqlite_db: Database, owner_checked: bool
 ) -> None:
-    statement = tasks._CLAIM[owner_checked]
+    statement = sqlite.RULES.claim_statement(owner_checked=owner_checked)
     plan = await _plan(sqlite_db, statement, {"worker_id": "w", "owner_id": "u", "now": utcnow()})
     assert PENDING_INDEX in plan, plan
 
@@ -130,7 +130,7 @@ async def test_postgres_claim_walks_the_pending_index_of_a_deep_queue(
     for cache_mode in ("force_custom_plan", "force_generic_plan"):
         plan = await _plan(
             db,
-            tasks._CLAIM_POSTGRES[True],
+            postgres.RULES.claim_statement(owner_checked=True),
             {"worker_id": "w", "owner_id": "u", "now": utcnow()},
             realistic=True,
             cache_mode=cache_mode,
