@@ -253,7 +253,7 @@ async def collect(ctx: AppContext, timings: TaskTimings) -> list[Metric]:
     tasks_family = GaugeMetricFamily(
         "joblib_tasks", "Tasks in the database by job and status", labels=["job", "status"]
     )
-    for job_name, status, count in sorted(by_job):
+    for job_name, status, count in sorted(tuple(row) for row in by_job):
         tasks_family.add_metric([job_name, status], count)
     workers_family = GaugeMetricFamily("joblib_workers", "Registered workers")
     workers_family.add_metric([], worker_count)

@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import func, select
 
 from joblib_app.api.views import task_out
 from joblib_app.context import AppContext
@@ -30,6 +29,7 @@ from joblib_app.models import (
 from joblib_app.names import RESERVED_ROOMS
 from joblib_app.principal import Principal
 from joblib_app.store import tasks as task_store
+from joblib_app.store.connection import Connection, Row
 
 MAX_ROWS = 200  # jobs, workers, providers per snapshot
 MAX_TASKS = 100
@@ -69,7 +69,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def task_view(row: Row[Any], positions: dict[int, int], *, full: bool) -> dict[str, Any]:
+def task_view(row: Row, positions: dict[int, int], *, full: bool) -> dict[str, Any]:
     """The task's JSON (as ``GET /tasks/{id}`` answers it) plus the seconds it ran, once
     finished (the page counts a running task's time itself: a snapshot that changed every
     time it is read would be sent on every refresh).
@@ -94,19 +94,19 @@ def task_view(row: Row[Any], positions: dict[int, int], *, full: bool) -> dict[s
 
 
 async def _recent_tasks(
-    conn: AsyncConnection,
+    conn: Connection,
     rooms: RoomFilter,
     *,
     room: str | None,
     status: TaskStatus | None,
     limit: int,
-) -> list[Row[Any]]:
+) -> list[Row]:
     conditions = []
     if room is not None:
         conditions.append(_T.room_id == room)
     if status is not None:
         conditions.append(task_store.status_is(_T.status, status.value))
-    found: list[Row[Any]] = []
+    found: list[Row] = []
     before: int | None = None
     scanned = 0
     while len(found) < limit and scanned < MAX_TASKS_SCANNED:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.exceptions import HTTPException
 
 from joblib_app.context import AppContext
@@ -34,8 +33,7 @@ from joblib_app.domain.statuses import TaskStatus
 from joblib_app.principal import Principal
 from joblib_app.services.rows import Record
 from joblib_app.store import jobs, providers, workers
-
-Connection = AsyncConnection  # what the store's functions take
+from joblib_app.store.connection import Connection as Connection
 
 
 def is_owner(principal: Principal, owner_id: str | None, *, superuser_may: bool) -> bool:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from joblib_app.context import AppContext
 from joblib_app.domain.errors import SchemaConflict
 from joblib_app.domain.names import make_full_name, validate_room_id, visible_rooms
@@ -28,6 +26,7 @@ from joblib_app.services.access import (
 from joblib_app.services.events import notify_worker_jobs_changed
 from joblib_app.services.rows import Record
 from joblib_app.store import jobs, tasks, workers
+from joblib_app.store.connection import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +40,7 @@ class UpsertedJob:
 
 
 async def upsert_job(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     room_id: str,
     category: str,

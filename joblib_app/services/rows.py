@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
-from sqlalchemy import Row
+from joblib_app.store.connection import Row
 
 # One alias, so that the services follow the store's row type in one place.
-Record: TypeAlias = Row[Any]
+Record: TypeAlias = Row
