@@ -27,10 +27,10 @@ from joblib_app.body_limit import BodySizeLimit
 from joblib_app.config import JoblibConfig
 from joblib_app.context import AppContext
 from joblib_app.dashboard import DashboardHub, install_dashboard
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.internal.executor import database_executor
 from joblib_app.internal.registry import InternalRegistry, register_internal_tasks
 from joblib_app.metrics import TaskTimings, metrics_endpoint
-from joblib_app.models import TaskStatus
 from joblib_app.problems import ProblemError, install_problem_handlers
 from joblib_app.providers.backend import ResultBackend
 from joblib_app.providers.memory import InMemoryResultBackend

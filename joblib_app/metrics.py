@@ -38,7 +38,8 @@ from starlette.responses import Response
 
 from joblib_app.api.deps import authenticate
 from joblib_app.context import AppContext
-from joblib_app.models import TERMINAL_STATUSES, TaskStatus, task_table, worker_table
+from joblib_app.domain.statuses import TERMINAL_STATUSES, TaskStatus
+from joblib_app.models import task_table, worker_table
 from joblib_app.problems import forbidden
 from joblib_app.realtime.events import Outbox, TaskStatusEvent
 

@@ -24,12 +24,6 @@ from sqlalchemy import (
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from joblib_app.domain.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
-from joblib_app.domain.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
-
-# The statuses live in the domain vocabulary (re-exported here for the store's imports).
-from joblib_app.domain.statuses import TaskStatus as TaskStatus
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -16,7 +16,8 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, select
 
 from joblib_app.context import AppContext
-from joblib_app.models import TERMINAL_STATUSES, UTCDateTime, task_table
+from joblib_app.domain.statuses import TERMINAL_STATUSES
+from joblib_app.models import UTCDateTime, task_table
 from joblib_app.store.tasks import status_is
 
 _T = task_table.c

@@ -7,8 +7,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.limits import BodyId, ContentType, ErrorText, Name
-from joblib_app.models import TaskStatus
 
 T = TypeVar("T")
 

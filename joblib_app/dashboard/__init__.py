@@ -31,7 +31,7 @@ from sse_starlette import EventSourceResponse
 
 from joblib_app.api.deps import Ctx, CurrentPrincipal
 from joblib_app.dashboard.snapshot import MAX_TASKS, RoomFilter, build_snapshot, task_view
-from joblib_app.models import TaskStatus
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.principal import Principal
 from joblib_app.problems import ProblemError, task_not_found
 from joblib_app.realtime.events import Outbox

@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 
 from joblib_app.api.views import task_out
 from joblib_app.context import AppContext
+from joblib_app.domain.names import RESERVED_ROOMS
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.models import (
-    TaskStatus,
     job_table,
     link_table,
     provider_table,
@@ -26,7 +27,6 @@ from joblib_app.models import (
     utcnow,
     worker_table,
 )
-from joblib_app.names import RESERVED_ROOMS
 from joblib_app.principal import Principal
 from joblib_app.store import tasks as task_store
 from joblib_app.store.connection import Connection, Row

@@ -18,8 +18,8 @@ import httpx
 from joblib_app.config import InternalExecutor
 from joblib_app.context import AppContext
 from joblib_app.domain.errors import InvalidTransition, TaskNotFound
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.extension import Extension
-from joblib_app.models import TaskStatus
 from joblib_app.services.task_status import set_task_status
 
 logger = logging.getLogger(__name__)

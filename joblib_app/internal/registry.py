@@ -11,8 +11,8 @@ from taskiq import AsyncBroker
 from taskiq.decor import AsyncTaskiqDecoratedTask
 
 from joblib_app.config import InternalExecutor
+from joblib_app.domain.names import INTERNAL_ROOM, make_full_name
 from joblib_app.extension import Extension, category_of
-from joblib_app.names import INTERNAL_ROOM, make_full_name
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, select, update
 
+from joblib_app.domain.names import INTERNAL_ROOM
 from joblib_app.models import job_table, link_table, task_table
-from joblib_app.names import INTERNAL_ROOM
 from joblib_app.store.connection import Connection, Row
 from joblib_app.store.task_columns import IS_PENDING
 

@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import bindparam, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
-from joblib_app.models import ACTIVE_STATUSES, TaskStatus, task_table
+from joblib_app.domain.statuses import ACTIVE_STATUSES, TaskStatus
+from joblib_app.models import task_table
 
 _T = task_table.c
 TASK_COLUMNS = (

@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, false, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from joblib_app.models import TaskStatus, UTCDateTime, job_table, task_table
-from joblib_app.names import INTERNAL_ROOM
+from joblib_app.domain.names import INTERNAL_ROOM
+from joblib_app.domain.statuses import TaskStatus
+from joblib_app.models import UTCDateTime, job_table, task_table
 from joblib_app.store.connection import Connection, Row
 from joblib_app.store.task_columns import (
     IS_ACTIVE,

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 
+from joblib_app.domain.statuses import ALLOWED_TRANSITIONS, TaskStatus
 from joblib_app.models import (
-    TaskStatus,
     task_table,
     utcnow,
     worker_table,
@@ -44,7 +44,6 @@ from joblib_app.store.task_submit import (
     submit_to_active_job,
     submitted_position,
 )
-from joblib_app.transitions import ALLOWED_TRANSITIONS
 
 __all__ = [
     "ANY_ACTOR",

@@ -9,8 +9,8 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from joblib_app.domain.names import INTERNAL_ROOM
 from joblib_app.models import job_table
-from joblib_app.names import INTERNAL_ROOM
 from tests.support.api import post_task
 from tests.support.internal_jobs import GREET, INTERNAL_EXTENSIONS
 from tests.support.names import ALICE, auth, new_room

@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from joblib_app.models import TERMINAL_STATUSES, UTCDateTime, task_table
+from joblib_app.domain.statuses import TERMINAL_STATUSES
+from joblib_app.models import UTCDateTime, task_table
 from joblib_app.store.database import Database
 
 _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)

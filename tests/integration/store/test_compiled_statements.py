@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Table, bindparam, exc, func, select, text, update
 
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.models import (
-    TaskStatus,
     job_table,
     link_table,
     provider_table,

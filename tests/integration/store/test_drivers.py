@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from joblib_app.models import TaskStatus
+from joblib_app.domain.statuses import TaskStatus
 from joblib_app.store import jobs, providers, tasks, workers
 from joblib_app.store.connection import Connection
 from joblib_app.store.connection_loss import is_connection_lost
