@@ -293,8 +293,13 @@ class PostgresDriver:
         try:
             return await waiter
         except asyncio.CancelledError:
+            # Cancelled after the waiter was answered: hand on what it was given, a
+            # connection or a freed slot, and stay cancelled.
             if waiter.done() and not waiter.cancelled():
-                self._release(waiter.result(), reusable=True)
+                if waiter.exception() is None:
+                    self._release(waiter.result(), reusable=True)
+                else:
+                    self._wake_waiter()
             raise
 
     def _release(self, pooled: _Pooled, *, reusable: bool) -> None:

@@ -11,7 +11,7 @@ connection cancelled mid-statement is never handed out again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from joblib_app.store import jobs, providers, tasks, workers
 from joblib_app.store.connection import Connection
 from joblib_app.store.connection_loss import is_connection_lost
 from joblib_app.store.database import Database
-from joblib_app.store.postgres import PostgresConnection, PostgresDriver
+from joblib_app.store.postgres import POOL_SIZE, PostgresConnection, PostgresDriver
 from tests.support.databases import postgres_database
 from tests.support.services import POSTGRES_ADMIN_URL
 
@@ -361,3 +361,59 @@ async def test_a_cancelled_write_commits_nothing(postgres_url: str) -> None:
             assert sorted(found) == ["next-writer"]
     finally:
         await db.dispose()
+
+
+async def test_a_waiter_cancelled_after_its_turn_came_stays_cancelled(postgres_url: str) -> None:
+    """The pool is full; a freed slot is handed to the first waiter, which is cancelled
+    before it runs (a client hanging up, a timeout). It must stay cancelled, never run its
+    statements, and the slot must pass on to the next waiter."""
+    db = Database(url=postgres_url)
+    driver = db._driver
+    assert isinstance(driver, PostgresDriver)
+    release = asyncio.Event()
+    all_held = asyncio.Event()
+    holding = 0
+
+    async def hold() -> None:
+        nonlocal holding
+        async with db.read():
+            holding += 1
+            if holding == POOL_SIZE:
+                all_held.set()
+            await release.wait()
+
+    ran: list[str] = []
+
+    async def read(name: str) -> None:
+        async with db.read() as conn:
+            await conn.execute(text("SELECT 1"))
+            ran.append(name)
+
+    holders = [asyncio.create_task(hold()) for _ in range(POOL_SIZE)]
+    try:
+        await asyncio.wait_for(all_held.wait(), 30)
+        first = asyncio.create_task(read("first"))
+        second = asyncio.create_task(read("second"))
+        await _loop_until(lambda: len(driver._waiters) == 2)
+        # A cancelled holder's connection is terminated: its slot goes to the first waiter.
+        holders[0].cancel()
+        # Stepped one pass at a time: the first waiter's turn has come, it has not run yet.
+        await _loop_until(lambda: len(driver._waiters) == 1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.wait_for(second, 10)
+        assert ran == ["second"]
+    finally:
+        release.set()
+        await asyncio.gather(*holders, return_exceptions=True)
+        await db.dispose()
+
+
+async def _loop_until(condition: Callable[[], bool], passes: int = 10_000) -> None:
+    """Let the event loop run, one pass at a time, until ``condition`` holds."""
+    for _ in range(passes):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition did not come true")
