@@ -88,6 +88,9 @@ class ManagerState:
         self._cause: StopCause | None = None
         self._reason: str | None = None
         self._contact = Contact()
+        # Counts Socket.IO drops: a re-registration confirms the contact only if no drop
+        # came while it ran (the rooms it re-joined are then gone again).
+        self._drops = 0
         self._busy = 0
         # Wake-ups only. ``stop_requested`` is set once the phase leaves SERVING, so that
         # retry loops and sleeps (``Event.wait``) end at once.
@@ -191,6 +194,7 @@ class ManagerState:
         with self._lock:
             self._contact.socket_down = True
             self._contact.unconfirmed = True
+            self._drops += 1
         self.supervisor_wake.set()
 
     def socket_reconnected(self, *, has_worker: bool) -> None:
@@ -236,9 +240,24 @@ class ManagerState:
         with self._lock:
             self._contact.resync_due = True
 
-    def registration_confirmed(self) -> None:
-        """The worker is registered (again) with all its jobs, providers and rooms."""
+    def drops(self) -> int:
+        """How many times the Socket.IO connection dropped so far (see
+        :meth:`registration_confirmed`)."""
         with self._lock:
+            return self._drops
+
+    def registration_confirmed(self, drops_before: int) -> bool:
+        """The worker is registered (again) with all its jobs, providers and rooms.
+
+        ``drops_before`` is :meth:`drops` from before the re-registration began. If the
+        connection dropped while it ran, nothing is confirmed: the rooms are gone again, and
+        another re-registration is due. Returns whether the contact is confirmed.
+        """
+        with self._lock:
+            if self._drops != drops_before:
+                self._contact.resync_due = True
+                return False
             self._contact.socket_down = False
             self._contact.unconfirmed = False
         self.task_ready.set()
+        return True

@@ -224,22 +224,25 @@ class Supervisor:
         Only after a 404 does a fresh worker take over every registration (and the old
         one is deleted, in case it lingers).
         """
+        drops_before = self._state.drops()
         with self._registry.lock:
             old_id = self._registry.worker_id
             if old_id is None:
-                self._state.registration_confirmed()
+                self._state.registration_confirmed(drops_before)
                 return
             if self._still_registered(old_id):
                 new_id = old_id
             else:
                 new_id = self._api.create_worker(retry_for=self.retry_budget())
             self._registry.reattach(new_id, retry_for=self.retry_budget())
-        self._state.registration_confirmed()
+        confirmed = self._state.registration_confirmed(drops_before)
         if new_id == old_id:
             logger.info("Re-attached as worker %s", new_id)
         else:
             logger.info("Re-registered as worker %s (was %s)", new_id, old_id)
             self.delete_worker(old_id)
+        if not confirmed:
+            logger.info("The Socket.IO connection dropped during the re-registration: again")
 
     def _still_registered(self, worker_id: str) -> bool:
         """Heartbeat ``worker_id``: False if the server no longer knows it."""

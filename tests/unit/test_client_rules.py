@@ -81,9 +81,24 @@ def test_outage_then_sweep_then_reattach() -> None:
     assert state.take_resync() and not state.take_resync()
     state.resync_failed()
     assert state.take_resync()
-    state.registration_confirmed()
+    state.registration_confirmed(state.drops())
     assert not state.recovering and state.task_ready.is_set()
     assert state.worker_gone() is GoneVerdict.STOP
+
+
+def test_a_drop_during_the_reregistration_confirms_nothing() -> None:
+    """The rooms re-joined before a drop are gone again: the contact stays lost, and
+    another re-registration is due, so a later 404 re-registers instead of stopping."""
+    state = ManagerState()
+    state.socket_dropped()
+    state.socket_reconnected(has_worker=True)
+    assert state.take_resync()
+    before = state.drops()
+    state.socket_dropped()  # the Socket.IO thread, while the supervisor re-attaches
+    assert state.registration_confirmed(before) is False
+    assert state.recovering and state.contact().resync_due
+    # A 404 now waits for the reconnection (then re-registers); it never stops the manager.
+    assert state.worker_gone() is GoneVerdict.AWAIT_RECONNECT
 
 
 def test_socket_drop_and_reconnect() -> None:
@@ -97,7 +112,7 @@ def test_socket_drop_and_reconnect() -> None:
     state.socket_reconnected(has_worker=True)
     assert state.contact() == Contact(socket_down=True, resync_due=True)
     assert state.take_resync()
-    state.registration_confirmed()
+    state.registration_confirmed(state.drops())
     assert state.contact() == Contact()
     state.socket_dropped()
     state.socket_reconnected(has_worker=False)
