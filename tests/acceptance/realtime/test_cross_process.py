@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from tests.support.api import claim, http, register_job, set_status, submit
 from tests.support.processes import WorkerProcess
 from tests.support.realtime import Room, connect
 from tests.support.server import ServerProcess
-from tests.support.waiting import waiting
+from tests.support.waiting import wait_until, waiting
 
 ALICE = "user:alice"
 # Without a notification a waiter wakes only on its 5 s safety re-read: a wake-up within
@@ -72,14 +73,17 @@ async def test_status_event_of_a_task_completed_through_b_reaches_a_client_on_a(
         room = await Room(api_a).setup()
         frontend = await connect(a, ALICE)
         order = ["pending", "claimed", "running", "completed"]
-        seen: list[tuple[str, str]] = []
+        # [event status, status read back]: the client runs each event's handler as a task
+        # of its own, so the reads overlap; the entry is added on receipt, in event order.
+        seen: list[list[str | None]] = []
 
         async def read_back(name: str, data: dict) -> None:
             # Emitted after commit: a read through the other process, made on receipt,
             # already shows this status (or a later one).
             if name == "task_status_event" and data["room_id"] == room.id:
-                row = (await api_a.get(f"/tasks/{data['id']}")).json()
-                seen.append((data["status"], row["status"]))
+                entry: list[str | None] = [data["status"], None]
+                seen.append(entry)
+                entry[1] = (await _read_task(api_a, data["id"]))["status"]
 
         frontend.hooks.append(read_back)
         try:
@@ -93,7 +97,9 @@ async def test_status_event_of_a_task_completed_through_b_reaches_a_client_on_a(
             statuses = [e["status"] for e in frontend.matching("task_status_event", id=task["id"])]
             assert statuses == order
             assert [event for event, _ in seen[:4]] == order
+            await wait_until(lambda: all(read is not None for _, read in seen[:4]))
             for event_status, read_status in seen[:4]:
+                assert event_status is not None and read_status is not None
                 assert order.index(read_status) >= order.index(event_status)
         finally:
             await frontend.disconnect()
@@ -260,3 +266,14 @@ async def test_two_sweepers_fail_each_killed_workers_task_once(
         text = (tmp_path / log).read_text()
         assert "Sweeper cycle failed" not in text
         assert "Traceback" not in text
+
+
+async def _read_task(api: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
+    """GET the task; once more if the kept-alive connection was closed as it was reused
+    (the server closes idle connections after its keep-alive timeout)."""
+    try:
+        response = await api.get(f"/tasks/{task_id}")
+    except httpx.ReadError:
+        response = await api.get(f"/tasks/{task_id}")
+    result: dict[str, Any] = response.json()
+    return result
