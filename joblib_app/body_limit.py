@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from joblib_app.problems import BodyTooLargeError, problem_error_response, too_large_problem
+from joblib_app.domain.errors import BodyTooLarge
+from joblib_app.problems import BodyTooLargeError, problem_error_response
 
 
 class BodySizeLimit:
@@ -24,7 +25,7 @@ class BodySizeLimit:
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit():
                 if int(value) > limit:
-                    response = problem_error_response(too_large_problem(limit), scope.get("path"))
+                    response = problem_error_response(BodyTooLarge(limit), scope.get("path"))
                     await response(scope, receive, send)
                     return
                 # The server delivers exactly Content-Length bytes (HTTP framing; with

@@ -38,9 +38,9 @@ from starlette.responses import Response
 
 from joblib_app.api.deps import authenticate
 from joblib_app.context import AppContext
+from joblib_app.domain.errors import Forbidden
 from joblib_app.domain.statuses import TERMINAL_STATUSES, TaskStatus
 from joblib_app.models import task_table, worker_table
-from joblib_app.problems import forbidden
 from joblib_app.realtime.events import Outbox, TaskStatusEvent
 
 logger = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ async def metrics_endpoint(request: Request) -> Response:
     if access is None or not await access(request):
         principal = await authenticate(request, ctx)
         if not principal.is_superuser:
-            raise forbidden("Reading the metrics requires a superuser")
+            raise Forbidden("Reading the metrics requires a superuser")
     timings: TaskTimings = ctx.extras["task_timings"]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(await collect(ctx, timings)))

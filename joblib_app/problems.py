@@ -22,8 +22,6 @@ from joblib_app.domain.errors import PROBLEM_TYPE_PREFIX as PROBLEM_TYPE_PREFIX
 from joblib_app.domain.errors import (
     BodyTooLarge,
     DatabaseUnavailable,
-    Forbidden,
-    TaskNotFound,
     ValidationFailed,
 )
 from joblib_app.domain.errors import ProblemError as ProblemError
@@ -31,21 +29,6 @@ from joblib_app.domain.errors import ProblemError as ProblemError
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-
-
-def forbidden(detail: str) -> Forbidden:
-    """``403 forbidden``: kept for older callers; raise :class:`Forbidden`."""
-    return Forbidden(detail)
-
-
-def task_not_found(task_id: str) -> TaskNotFound:
-    """``404 task-not-found``: kept for older callers; raise :class:`TaskNotFound`."""
-    return TaskNotFound(task_id)
-
-
-def too_large_problem(limit: int) -> BodyTooLarge:
-    """``413 content-too-large`` of a body beyond ``limit`` bytes."""
-    return BodyTooLarge(limit)
 
 
 class BodyTooLargeError(StarletteHTTPException):
@@ -56,13 +39,8 @@ class BodyTooLargeError(StarletteHTTPException):
     """
 
     def __init__(self, limit: int) -> None:
-        self.problem = too_large_problem(limit)
+        self.problem = BodyTooLarge(limit)
         super().__init__(413, self.problem.detail)
-
-
-def validation_problem(errors: list[dict[str, Any]]) -> ValidationFailed:
-    """``422`` with each error as ``{"loc", "msg", "type"}``, summarised in ``detail``."""
-    return ValidationFailed(errors)
 
 
 def problem_response(
@@ -134,7 +112,7 @@ async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc.__cause__, RecursionError):
         # FastAPI's body parse hit Python's stack: JSON nested far past any depth bound.
         error = {"loc": ["body"], "msg": "JSON nested too deeply", "type": "value_error"}
-        return problem_error_response(validation_problem([error]), request.url.path)
+        return problem_error_response(ValidationFailed([error]), request.url.path)
     kind = _kind_for_status(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return problem_response(
@@ -153,7 +131,7 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    return await _handle_problem(request, validation_problem(errors))
+    return await _handle_problem(request, ValidationFailed(errors))
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -28,8 +28,8 @@ from starlette.types import Receive, Scope, Send
 from joblib_app.api.deps import authenticate
 from joblib_app.api.openapi import problem_response as problem_doc
 from joblib_app.context import AppContext
+from joblib_app.domain.errors import BodyTooLarge, ProblemError, ValidationFailed
 from joblib_app.principal import Principal
-from joblib_app.problems import ProblemError, too_large_problem, validation_problem
 from joblib_app.store.connection_loss import database_unavailable, is_connection_lost
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class PlainRequest:
         """The whole body; ``413`` once it is known to exceed ``limit`` bytes."""
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            raise too_large_problem(limit)
+            raise BodyTooLarge(limit)
         chunks: list[bytes] = []
         received = 0
         while True:
@@ -85,7 +85,7 @@ class PlainRequest:
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > limit:
-                raise too_large_problem(limit)
+                raise BodyTooLarge(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -99,7 +99,7 @@ class PlainRequest:
         raw = await self.body(self.ctx.settings.max_request_body_bytes if limit is None else limit)
         if not raw:
             missing = {"loc": ["body"], "msg": "Field required", "type": "missing"}
-            raise validation_problem([missing])
+            raise ValidationFailed([missing])
         content_type = self.header(b"content-type")
         try:
             if content_type is None or _is_json(content_type):
@@ -110,7 +110,7 @@ class PlainRequest:
             errors = exc.errors()
             if any(e["type"] == "json_invalid" for e in errors):
                 raise _json_problem(raw) from exc
-            raise validation_problem(
+            raise ValidationFailed(
                 [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]
             ) from exc
 
@@ -127,7 +127,7 @@ def _json_problem(raw: bytes) -> ProblemError:
         # position is unknown, the answer still 422.
         position = 0
     error = {"loc": ["body", position], "msg": "JSON decode error", "type": "json_invalid"}
-    return validation_problem([error])
+    return ValidationFailed([error])
 
 
 def _is_json(content_type: bytes) -> bool:

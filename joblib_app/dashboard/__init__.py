@@ -31,9 +31,9 @@ from sse_starlette import EventSourceResponse
 
 from joblib_app.api.deps import Ctx, CurrentPrincipal
 from joblib_app.dashboard.snapshot import MAX_TASKS, RoomFilter, build_snapshot, task_view
+from joblib_app.domain.errors import ProblemError, TaskNotFound
 from joblib_app.domain.statuses import TaskStatus
 from joblib_app.principal import Principal
-from joblib_app.problems import ProblemError, task_not_found
 from joblib_app.realtime.events import Outbox
 from joblib_app.store import tasks as task_store
 
@@ -142,13 +142,13 @@ def _router(hub: DashboardHub) -> APIRouter:
     @router.get("/dashboard/api/tasks/{task_id}")
     async def task_detail(task_id: str, ctx: Ctx, principal: CurrentPrincipal) -> Response:
         if len(task_id) > 64:
-            raise task_not_found(task_id[:64])
+            raise TaskNotFound(task_id[:64])
         async with ctx.db.read() as conn:
             row = await task_store.get_task(conn, task_id)
             positions = await task_store.queue_positions(conn, [row]) if row else {}
         # A room the principal may not read hides its tasks: the same answer as no task.
         if row is None or not await RoomFilter(ctx, principal).readable(row.room_id):
-            raise task_not_found(task_id)
+            raise TaskNotFound(task_id)
         body = json.dumps(task_view(row, positions, full=True), separators=(",", ":"))
         return Response(body, media_type="application/json")
 
