@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -77,6 +78,7 @@ class JoblibApp(FastAPI):
             redoc_url=None,
             redirect_slashes=False,
             lifespan=self.lifespan,
+            **_telemetry_argument(config),
         )
         self.config = config
         settings = config.settings
@@ -316,6 +318,14 @@ class JoblibApp(FastAPI):
         if not self._started and scope["type"] != "lifespan":
             await self._start_on_first_use()
         await super().__call__(scope, receive, send)
+
+
+def _telemetry_argument(config: JoblibConfig) -> dict[str, Any]:
+    """FastAPI's ``telemetry`` keyword, where the installed FastAPI has native telemetry
+    (an older one has none to configure)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": dict(config.telemetry)}
 
 
 def create_joblib_app(config: JoblibConfig) -> JoblibApp:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,8 @@ MetricsAccess = Callable[[HTTPConnection], Awaitable[bool]]
 InternalExecutor = Callable[[type["Extension"], dict[str, Any], str, str], Awaitable[None]]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./joblib.db"
+# FastAPI's telemetry options with every signal off (see ``JoblibConfig.telemetry``).
+TELEMETRY_OFF: Mapping[str, Any] = {"tracing": False, "metrics": False, "logs": False}
 
 
 @dataclass
@@ -67,6 +69,12 @@ class JoblibConfig:
         metrics_access: async ``(HTTPConnection) -> bool`` that may open ``/metrics`` to a
             request besides a superuser's (a scraper's token, a trusted network); default:
             superusers only.
+        telemetry: FastAPI's native OpenTelemetry options for this app (FastAPI's
+            ``telemetry`` argument, where the installed FastAPI has it). Default
+            :data:`TELEMETRY_OFF`: a mounted app's requests cross the host first, and the
+            host's FastAPI records them (and tells mounted FastAPI apps so); turned off,
+            this app also skips FastAPI's per-request look-up of the global providers.
+            Pass ``{}`` for FastAPI's defaults, e.g. when serving this app on its own.
     """
 
     authenticate: Authenticate
@@ -85,3 +93,4 @@ class JoblibConfig:
     socketio_cors_allowed_origins: str | list[str] | None = None
     can_serve_job: JobServeGuard | None = None
     metrics_access: MetricsAccess | None = None
+    telemetry: Mapping[str, Any] = field(default_factory=lambda: dict(TELEMETRY_OFF))

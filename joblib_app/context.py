@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
 from joblib_app.config import JoblibConfig
-from joblib_app.realtime.events import Outbox
+from joblib_app.realtime.events import Outbox, OutboxEvent
 from joblib_app.realtime.ordering import TaskEventOrder
 from joblib_app.settings import JobLibSettings
 from joblib_app.store.database import Database
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from joblib_app.reconnects import ReconnectGrace
 
 logger = logging.getLogger(__name__)
+
+# The Socket.IO namespace every event is emitted in (python-socketio's default).
+_NAMESPACE = "/"
 
 
 def _reconnect_grace() -> ReconnectGrace:
@@ -56,13 +61,24 @@ class AppContext:
     dispatch_hooks: list[Callable[[Outbox], None]] = field(default_factory=list)
 
     async def _in_version_order(
-        self, name: str, payload: dict[str, Any], emit: Callable[[], Awaitable[Any]]
+        self, event: OutboxEvent, emit: Callable[[], Awaitable[Any]]
     ) -> None:
         """``emit``, unless it is a task's status event older than one already sent."""
-        if name == "task_status_event" and payload.get("version") is not None:
-            await self.task_event_order.send(payload["id"], payload["version"], emit)
+        if event.order_key is not None:
+            task_id, version = event.order_key
+            await self.task_event_order.send(task_id, version, emit)
         else:
             await emit()
+
+    def _reaches_nobody(self, room: str) -> bool:
+        """Whether an event for ``room`` has no recipient: no connection of this process
+        is in it, and no other process can have one (no Redis manager)."""
+        manager = self.sio.manager
+        if isinstance(manager, AsyncPubSubManager):
+            # Other processes' connections may be in the room.
+            return False
+        rooms: dict[str, Any] = manager.rooms.get(_NAMESPACE, {})
+        return not rooms.get(room)
 
     async def dispatch(self, outbox: Outbox) -> None:
         """Send what a committed transaction collected: Socket.IO events, then wake-ups.
@@ -70,26 +86,29 @@ class AppContext:
         The change is already committed, so a failure here is logged and not raised: the
         client's request succeeded, and waiters have their database re-check. With Redis,
         both are queued for the background sender: a hung Redis never delays the request.
+        An event for a room nobody is in is not built at all.
         """
         for hook in self.dispatch_hooks:
             hook(outbox)
         sender = self.sender
         if sender is not None:
             publish = getattr(self.notifier, "publish_or_raise", self.notifier.publish)
-            for name, payload, room in outbox.events:
-                emit = partial(self.sio.emit, name, payload, room=room)
+            for event in outbox.pending_events:
+                emit = partial(self.sio.emit, event.name, event.payload, room=event.room)
                 # The sender sends in the order it is given: order the submissions too.
-                await self._in_version_order(name, payload, partial(_submit, sender, emit))
+                await self._in_version_order(event, partial(_submit, sender, emit))
             for channel, message in outbox.notifications:
                 sender.submit(partial(publish, channel, message))
             return
-        for name, payload, room in outbox.events:
+        for event in outbox.pending_events:
+            if self._reaches_nobody(event.room):
+                continue
             try:
                 await self._in_version_order(
-                    name, payload, partial(self.sio.emit, name, payload, room=room)
+                    event, partial(self.sio.emit, event.name, event.payload, room=event.room)
                 )
             except Exception:
-                logger.exception("Could not emit %s to %s", name, room)
+                logger.exception("Could not emit %s to %s", event.name, event.room)
         for channel, message in outbox.notifications:
             try:
                 await self.notifier.publish(channel, message)

@@ -25,7 +25,6 @@ import bisect
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
@@ -41,7 +40,7 @@ from joblib_app.context import AppContext
 from joblib_app.domain.errors import Forbidden
 from joblib_app.domain.statuses import TERMINAL_STATUSES, TaskStatus
 from joblib_app.models import task_table, worker_table
-from joblib_app.realtime.events import Outbox, TaskStatusEvent
+from joblib_app.realtime.events import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ RUN_BUCKETS: tuple[float, ...] = (
     0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600,
 )  # fmt: skip
 _TERMINAL = tuple(sorted(s.value for s in TERMINAL_STATUSES))
-_STATUS_EVENT = TaskStatusEvent.event_name()
 _CLAIMED = TaskStatus.CLAIMED.value
 
 
@@ -83,10 +81,6 @@ class _Histogram:
 def _series_keys() -> list[tuple[str, str | None, tuple[float, ...]]]:
     """(metric, status label, bounds) of every histogram series."""
     return [("queue", None, QUEUE_BUCKETS)] + [("run", s, RUN_BUCKETS) for s in _TERMINAL]
-
-
-def _parse(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 class TaskTimings:
@@ -130,18 +124,16 @@ class TaskTimings:
 
     def observe(self, outbox: Outbox) -> None:
         """Record the queue wait of each claimed task and the run time of each finished one."""
-        for name, payload, _room in outbox.events:
-            if name != _STATUS_EVENT:
-                continue
-            status = payload["status"]
+        for row, _position in outbox.task_changes:
+            status = row.status
             if status == _CLAIMED:
-                created = _parse(payload["created_at"])
+                created: datetime | None = row.created_at
                 if created is not None:
                     wait = (datetime.now(created.tzinfo) - created).total_seconds()
                     self._pending["queue", None].observe(QUEUE_BUCKETS, max(wait, 0.0))
             elif status in _TERMINAL:
-                started = _parse(payload["started_at"])
-                completed = _parse(payload["completed_at"])
+                started: datetime | None = row.started_at
+                completed: datetime | None = row.completed_at
                 if started is not None and completed is not None:
                     ran = max((completed - started).total_seconds(), 0.0)
                     self._pending["run", status].observe(RUN_BUCKETS, ran)

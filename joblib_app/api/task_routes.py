@@ -6,6 +6,7 @@ These run once or more per task for every worker, so they are plain routes
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -73,12 +74,16 @@ async def claim_task(request: PlainRequest) -> PlainResponse:
 
 
 _UUID = TypeAdapter(uuid.UUID)
+# A UUID as the server writes it (lower-case hex, hyphens): already canonical.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def task_id_param(request: PlainRequest) -> str:
     """The path's task id in canonical form; not a UUID is ``422``, as the reference's
     ``UUID`` path parameter answers (the same error FastAPI gives)."""
-    raw = request.path_params["task_id"]
+    raw: str = request.path_params["task_id"]
+    if _CANONICAL_UUID.fullmatch(raw):
+        return raw
     try:
         return str(_UUID.validate_python(raw))
     except ValidationError as exc:

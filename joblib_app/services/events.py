@@ -11,10 +11,8 @@ from joblib_app.domain.statuses import is_terminal
 from joblib_app.realtime.events import (
     Outbox,
     TaskAvailable,
-    TaskStatusEvent,
     job_notify_channel,
     jobs_channel,
-    room_channel,
     task_notify_channel,
 )
 from joblib_app.services.rows import Record
@@ -42,24 +40,7 @@ def notify_worker_deleted(outbox: Outbox, worker_id: str) -> None:
 
 def record_task_change(outbox: Outbox, row: Record, positions: Mapping[int, int]) -> None:
     """Queue the status event for a changed task and wake its long-polls."""
-    outbox.emit(
-        TaskStatusEvent(
-            id=row.id,
-            name=row.job_name,
-            room_id=row.room_id,
-            status=row.status,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            completed_at=row.completed_at,
-            queue_position=positions.get(row.seq),
-            worker_id=row.worker_id,
-            error=row.error,
-            progress=row.progress,
-            progress_message=row.progress_message,
-            version=row.version,
-        ),
-        room_channel(row.room_id),
-    )
+    outbox.task_changed(row, positions.get(row.seq))
     if is_terminal(row.status):
         outbox.notify(task_notify_channel(row.id), row.status)
 

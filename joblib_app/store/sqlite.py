@@ -57,6 +57,9 @@ SQLITE_WRITE_RETRY_MAX_DELAY = 0.05
 # growing would keep other processes' writers waiting and its callers unanswered.
 GROUP_COMMIT_MAX_BLOCKS = 64
 _SAVEPOINT = "joblib_write_block"
+_SAVEPOINT_SQL = f"SAVEPOINT {_SAVEPOINT}"
+_ROLLBACK_SQL = f"ROLLBACK TO {_SAVEPOINT}"
+_RELEASE_SQL = f"RELEASE {_SAVEPOINT}"
 WRITE_OPTION = "joblib_write"
 _T = task_table.c
 
@@ -197,15 +200,82 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class _Batch:
-    """``write()`` blocks sharing one SQLite transaction, and the future of its COMMIT."""
+    """``write()`` blocks sharing one SQLite transaction, and the futures waiting for its
+    COMMIT (one per block: cancelling one caller's wait leaves the others' alone)."""
 
-    __slots__ = ("blocks", "committed", "conn", "raw")
+    __slots__ = ("blocks", "conn", "raw", "waiters")
 
-    def __init__(self, conn: SQLiteConnection, committed: asyncio.Future[None]) -> None:
+    def __init__(self, conn: SQLiteConnection) -> None:
         self.conn = conn
         self.raw = conn.raw
-        self.committed = committed
         self.blocks = 0
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def settle(self, error: BaseException | None) -> None:
+        """Tell every block still waiting that the batch committed, or why it did not."""
+        for waiter in self.waiters:
+            if waiter.done():
+                continue  # its caller was cancelled
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+        self.waiters.clear()
+
+
+class WriteBlock:
+    """``async with`` one block of :class:`InLoopSQLite`'s current batch (see its
+    :meth:`~InLoopSQLite.write`)."""
+
+    __slots__ = ("_batch", "_db")
+
+    def __init__(self, db: InLoopSQLite) -> None:
+        self._db = db
+        self._batch: _Batch | None = None
+
+    async def __aenter__(self) -> SQLiteConnection:
+        db = self._db
+        await db.lock.acquire()
+        try:
+            batch = await db._join_batch()
+            try:
+                batch.raw.execute(_SAVEPOINT_SQL)
+            except sqlite3.Error as exc:
+                db._abort(batch, exc)
+                raise
+        except BaseException:
+            db.lock.release()
+            raise
+        self._batch = batch
+        return batch.conn
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        db = self._db
+        batch = self._batch
+        assert batch is not None
+        raw = batch.raw
+        try:
+            if exc_type is not None:
+                try:
+                    raw.execute(_ROLLBACK_SQL)
+                    raw.execute(_RELEASE_SQL)
+                except sqlite3.Error as error:
+                    # The other blocks' changes can no longer be told apart from this one's.
+                    db._abort(batch, error)
+                return
+            try:
+                raw.execute(_RELEASE_SQL)
+            except sqlite3.Error as error:
+                db._abort(batch, error)
+                raise
+            # Waits outside the lock: the batch's other blocks run meanwhile.
+            committed = asyncio.get_running_loop().create_future()
+            batch.waiters.append(committed)
+        finally:
+            db.lock.release()
+        await committed
 
 
 class InLoopSQLite:
@@ -244,8 +314,7 @@ class InLoopSQLite:
             finally:
                 raw.rollback()
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[SQLiteConnection]:
+    def write(self) -> WriteBlock:
         """A block of the current batch, returning once the batch is committed.
 
         Blocks run one at a time under the lock, each in a SAVEPOINT of the batch's
@@ -257,32 +326,7 @@ class InLoopSQLite:
         raise its error if it fails. A caller cancelled while waiting leaves the batch
         alone: its changes are committed with the others'.
         """
-        async with self.lock:
-            batch = await self._join_batch()
-            raw = batch.raw
-            try:
-                raw.execute(f"SAVEPOINT {_SAVEPOINT}")
-            except sqlite3.Error as exc:
-                self._abort(batch, exc)
-                raise
-            try:
-                yield batch.conn
-            except BaseException:
-                try:
-                    raw.execute(f"ROLLBACK TO {_SAVEPOINT}")
-                    raw.execute(f"RELEASE {_SAVEPOINT}")
-                except sqlite3.Error as exc:
-                    # The other blocks' changes can no longer be told apart from this one's.
-                    self._abort(batch, exc)
-                raise
-            try:
-                raw.execute(f"RELEASE {_SAVEPOINT}")
-            except sqlite3.Error as exc:
-                self._abort(batch, exc)
-                raise
-        # Shielded: cancelling one waiting caller must not cancel the batch's future,
-        # which every other block of the batch awaits.
-        await asyncio.shield(batch.committed)
+        return WriteBlock(self)
 
     async def _join_batch(self) -> _Batch:
         """The open batch, or a new one in a new transaction; called under the lock."""
@@ -301,9 +345,8 @@ class InLoopSQLite:
             except sqlite3.Error:
                 self._drop(conn)
                 raise
-            loop = asyncio.get_running_loop()
-            batch = self._batch = _Batch(conn, loop.create_future())
-            loop.call_soon(self._commit_soon, batch)
+            batch = self._batch = _Batch(conn)
+            asyncio.get_running_loop().call_soon(self._commit_soon, batch)
         batch.blocks += 1
         return batch
 
@@ -332,8 +375,7 @@ class InLoopSQLite:
         except Exception as exc:
             self._abort(batch, exc)
             return
-        if not batch.committed.done():
-            batch.committed.set_result(None)
+        batch.settle(None)
 
     def _abort(self, batch: _Batch, exc: BaseException) -> None:
         """Roll back ``batch``, drop its connection, and fail every block waiting on it."""
@@ -345,8 +387,7 @@ class InLoopSQLite:
             # Invalidating the connection below closes it, which discards the transaction.
             logger.warning("Rollback of a failed SQLite write batch failed", exc_info=True)
         self._drop(batch.conn)
-        if not batch.committed.done():
-            batch.committed.set_exception(exc)
+        batch.settle(exc)
 
     def _drop(self, conn: SQLiteConnection) -> None:
         """A connection in an unknown state is not reused, by us or by the pool."""
@@ -355,11 +396,9 @@ class InLoopSQLite:
         conn.sync_connection.invalidate()
         conn.sync_connection.close()
 
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[SQLiteConnection]:
+    def autocommit(self) -> WriteBlock:
         """:meth:`write`: on SQLite a block is one transaction anyway, and shares a COMMIT."""
-        async with self.write() as conn:
-            yield conn
+        return WriteBlock(self)
 
     async def create_tables(self, tables: list[Table]) -> None:
         """Create ``tables`` if absent (one writer at a time: no race between processes)."""
