@@ -4,7 +4,8 @@ Starts the test host (``tests/support/host.py``: the app at ``/v1/joblib`` in a 
 one uvicorn process) on SQLite, then on a fresh PostgreSQL database it creates and drops, and
 for each client concurrency C in (1, 4, 16) measures, one after the other:
 
-* ``health``: ``GET /health`` (a trivial host endpoint) with C concurrent loops, requests/s;
+* ``health``: ``GET /health`` (a trivial host endpoint) with C concurrent loops, requests/s,
+  measured right before and right after each of the modes below and averaged;
 * ``loop``: C concurrent workers, each doing for one task ``POST .../tasks/{job}`` (submit),
   ``POST /tasks/claim``, ``PATCH running``, ``PATCH completed`` (four requests per task);
 * ``prefilled``: the same C workers on a queue filled beforehand (submits not timed), each
@@ -209,6 +210,15 @@ def run_load(plans: list[Plan], *servers: ServerProcess) -> Measure:
     return Measure(timed / plans[0].duration, cpu / max(total, 1), max(r[2] for r in results))
 
 
+def mean_measure(first: Measure, second: Measure) -> Measure:
+    """The mean of two measurements of the same load."""
+    return Measure(
+        (first.rate + second.rate) / 2,
+        (first.server_cpu_per_op + second.server_cpu_per_op) / 2,
+        max(first.client_cpu, second.client_cpu),
+    )
+
+
 def server_cpu_seconds(server: ServerProcess) -> float:
     """User + system CPU time of the server process so far (Linux ``/proc``)."""
     assert server.process is not None
@@ -316,14 +326,18 @@ def bench_database(kind: str, args: argparse.Namespace) -> list[dict]:
                 procs = min(args.client_processes, concurrency)
 
                 loops = [""] * concurrency
-                health = run_load(make_plans(args, "health", (server,), loops, procs), server)
+                health_plans = make_plans(args, "health", (server,), loops, procs)
                 for mode in args.modes:
                     room, job, workers = prepare_job(server, concurrency)
                     if mode == "prefilled":
                         asyncio.run(_prefill(server, room, job, args.prefill))
+                    # The baseline right before and right after the cycle, averaged: on a
+                    # shared machine one measurement of it can be off by a fifth.
+                    before = run_load(health_plans, server)
                     cycle = run_load(
                         make_plans(args, mode, (server,), workers, procs, room, job), server
                     )
+                    health = mean_measure(before, run_load(health_plans, server))
                     row = _row(kind, mode, concurrency, procs, health, cycle)
                     rows.append(row)
                     print(format_row(row), flush=True)

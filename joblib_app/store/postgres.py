@@ -18,8 +18,7 @@ import json
 import logging
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -326,53 +325,17 @@ class PostgresDriver:
                 waiter.set_exception(_Retry())
                 return
 
-    @asynccontextmanager
-    async def _connection(self, *, transaction: bool) -> AsyncIterator[PostgresConnection]:
-        while True:
-            try:
-                pooled = await self._acquire()
-                break
-            except _Retry:
-                continue
-        reusable = False
-        raw = pooled.raw
-        try:
-            transaction_ = raw.transaction() if transaction else None
-            if transaction_ is not None:
-                await transaction_.start()
-            try:
-                yield PostgresConnection(pooled, self._statements)
-            except Exception as exc:
-                # A statement the database refused leaves the connection usable, and so
-                # does an error of the caller's: roll back and pool it again. A connection
-                # the server terminated may not know it yet (asyncpg reports the server's
-                # message first, and would answer the next request "another operation is
-                # in progress"): never reused, and no ROLLBACK sent on it.
-                if is_connection_lost(exc):
-                    raise
-                if transaction_ is not None:
-                    await transaction_.rollback()
-                reusable = not raw.is_in_transaction()
-                raise
-            # A cancellation (BaseException) skips both: the statement it interrupted may
-            # still be running, so the connection is terminated, which rolls back.
-            if transaction_ is not None:
-                await transaction_.commit()
-            reusable = not raw.is_in_transaction()
-        finally:
-            self._release(pooled, reusable=reusable)
-
-    def read(self) -> AbstractAsyncContextManager[PostgresConnection]:
+    def read(self) -> PooledBlock:
         """Statements in autocommit: each sees what was committed before it began."""
-        return self._connection(transaction=False)
+        return PooledBlock(self, transaction=False)
 
-    def write(self) -> AbstractAsyncContextManager[PostgresConnection]:
+    def write(self) -> PooledBlock:
         """One transaction, committed when the block ends, rolled back if it raises."""
-        return self._connection(transaction=True)
+        return PooledBlock(self, transaction=True)
 
-    def autocommit(self) -> AbstractAsyncContextManager[PostgresConnection]:
+    def autocommit(self) -> PooledBlock:
         """Every statement commits by itself: for changes each correct on their own."""
-        return self._connection(transaction=False)
+        return PooledBlock(self, transaction=False)
 
     async def dispose(self) -> None:
         """Close the idle connections; those in use are closed when released."""
@@ -385,6 +348,65 @@ class PostgresDriver:
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 logger.info("Closing a PostgreSQL connection failed: %s", exc)
                 pooled.raw.terminate()
+
+
+class PooledBlock:
+    """``async with`` a pooled connection, in a transaction or in autocommit; the
+    connection goes back to the pool at the end, unless its state is unknown."""
+
+    __slots__ = ("_driver", "_pooled", "_transaction", "_with_transaction")
+
+    def __init__(self, driver: PostgresDriver, *, transaction: bool) -> None:
+        self._driver = driver
+        self._with_transaction = transaction
+        self._pooled: _Pooled | None = None
+        self._transaction: Any = None
+
+    async def __aenter__(self) -> PostgresConnection:
+        driver = self._driver
+        while True:
+            try:
+                pooled = await driver._acquire()
+                break
+            except _Retry:
+                continue
+        try:
+            if self._with_transaction:
+                transaction = pooled.raw.transaction()
+                await transaction.start()
+                self._transaction = transaction
+        except BaseException:
+            driver._release(pooled, reusable=False)
+            raise
+        self._pooled = pooled
+        return PostgresConnection(pooled, driver._statements)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        pooled = self._pooled
+        assert pooled is not None
+        raw = pooled.raw
+        transaction = self._transaction
+        reusable = False
+        try:
+            if exc_type is None:
+                if transaction is not None:
+                    await transaction.commit()
+                reusable = not raw.is_in_transaction()
+            elif isinstance(exc, Exception) and not is_connection_lost(exc):
+                # A statement the database refused leaves the connection usable, and so
+                # does an error of the caller's: roll back and pool it again.
+                if transaction is not None:
+                    await transaction.rollback()
+                reusable = not raw.is_in_transaction()
+            # A connection the server terminated may not know it yet (asyncpg reports the
+            # server's message first, and would answer the next request "another operation
+            # is in progress"): never reused, and no ROLLBACK sent on it. A cancellation
+            # (BaseException) neither: the statement it interrupted may still be running,
+            # so the connection is terminated, which rolls back.
+        finally:
+            self._driver._release(pooled, reusable=reusable)
 
 
 class _Retry(Exception):
