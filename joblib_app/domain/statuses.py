@@ -20,6 +20,7 @@ class TaskStatus(enum.StrEnum):
 
 _S = TaskStatus
 TERMINAL_STATUSES = frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED})
+_ALL_STATUSES = frozenset(TaskStatus)
 # Held by a worker: what a lost worker or a timeout takes back.
 ACTIVE = frozenset({_S.CLAIMED, _S.RUNNING})
 # The same as plain strings, in a fixed order (SQL ``IN`` lists).
@@ -38,8 +39,12 @@ LEAVES_PENDING = ALLOWED_TRANSITIONS[_S.PENDING]
 
 
 def is_terminal(status: str | TaskStatus) -> bool:
-    """Whether a task in ``status`` is finished for good."""
-    return TaskStatus(status) in TERMINAL_STATUSES
+    """Whether a task in ``status`` is finished for good (``ValueError`` if no status)."""
+    if status in TERMINAL_STATUSES:
+        return True
+    if status in _ALL_STATUSES:
+        return False
+    return TaskStatus(status) in TERMINAL_STATUSES  # raises ValueError
 
 
 def may_transition(current: TaskStatus, target: TaskStatus) -> bool:

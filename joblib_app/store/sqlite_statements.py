@@ -7,6 +7,7 @@ the store runs again and again are compiled here once and then run without it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import weakref
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import CursorResult, Delete, Insert, Select, TupleType, Update
+from sqlalchemy import JSON, CursorResult, Delete, Insert, Select, TupleType, Update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
@@ -239,7 +240,19 @@ def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | No
     process: Callable[[Any], Any] | None = type_.dialect_impl(dialect).result_processor(
         dialect, None
     )
+    if process is not None and isinstance(type_, JSON) and _uses_json_loads(dialect):
+        # Every task row carries two JSON columns: their text goes to ``json.loads``
+        # directly, anything else (SQLite may answer a number) to SQLAlchemy's processor.
+        return partial(_json_text_or, process)
     return process
+
+
+def _uses_json_loads(dialect: Dialect) -> bool:
+    return getattr(dialect, "_json_deserializer", None) in (None, json.loads)
+
+
+def _json_text_or(process: Callable[[Any], Any], value: Any) -> Any:
+    return json.loads(value) if type(value) is str else process(value)
 
 
 # ``UTCDateTime`` on SQLite, as SQLAlchemy's processors store and read it (naive UTC text,

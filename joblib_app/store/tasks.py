@@ -171,6 +171,10 @@ def _guarded_transition_statement(
     return stmt
 
 
+# Statuses some transition leads to (``pending`` is none: only a requeue returns there).
+_REACHABLE = frozenset().union(*ALLOWED_TRANSITIONS.values())
+
+
 async def transition_if_allowed(
     conn: Connection,
     task_id: str,
@@ -189,7 +193,7 @@ async def transition_if_allowed(
     happen (unknown task, refused, or not allowed from the current status): the caller
     reads the row to answer the precise error.
     """
-    if not any(to_status in targets for targets in ALLOWED_TRANSITIONS.values()):
+    if to_status not in _REACHABLE:
         return None
     fields = frozenset(reported or ())
     stmt = _guarded_transition_statement(to_status, error is not None, actor, fields)
