@@ -15,6 +15,8 @@ Every worker has its own worker id; all are registered on the same job, so claim
 for one queue. Printed per mode: tasks/s and ``ratio = 3 x tasks/s / health requests/s``,
 plus the server's CPU time per request (from ``/proc``), which stays meaningful when other
 processes compete for the machine: ``cpu ratio = 3 x CPU per health request / CPU per task``.
+On PostgreSQL, the CPU per task of the machine's PostgreSQL processes is printed too: they
+share the two cores with the server and the client.
 
 The load runs in separate client processes (``--client-processes``, default 1; every client
 process runs its share of the C loops on one asyncio loop) so that the server process is
@@ -184,6 +186,7 @@ class Measure:
     rate: float  # operations per second in the timed window
     server_cpu_per_op: float  # seconds
     client_cpu: float  # busiest client process's CPU share
+    database_cpu_per_op: float = 0.0  # seconds, PostgreSQL's processes on this machine
 
 
 def run_load(plans: list[Plan], *servers: ServerProcess) -> Measure:
@@ -198,16 +201,23 @@ def run_load(plans: list[Plan], *servers: ServerProcess) -> Measure:
     for proc in procs:
         proc.start()
     cpu0 = sum(server_cpu_seconds(server) for server in servers)
+    database_cpu0 = postgres_cpu_seconds()
     results = [out.get(timeout=120) for _ in procs]
     for result in results:
         if isinstance(result, Exception):
             raise RuntimeError(f"a client process failed: {result}") from result
     cpu = sum(server_cpu_seconds(server) for server in servers) - cpu0
+    database_cpu = postgres_cpu_seconds() - database_cpu0
     for proc in procs:
         proc.join(timeout=30)
     timed = sum(r[0] for r in results)
     total = sum(r[1] for r in results)
-    return Measure(timed / plans[0].duration, cpu / max(total, 1), max(r[2] for r in results))
+    return Measure(
+        timed / plans[0].duration,
+        cpu / max(total, 1),
+        max(r[2] for r in results),
+        database_cpu / max(total, 1),
+    )
 
 
 def mean_measure(first: Measure, second: Measure) -> Measure:
@@ -222,9 +232,27 @@ def mean_measure(first: Measure, second: Measure) -> Measure:
 def server_cpu_seconds(server: ServerProcess) -> float:
     """User + system CPU time of the server process so far (Linux ``/proc``)."""
     assert server.process is not None
-    with open(f"/proc/{server.process.pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    return _cpu_seconds(server.process.pid) or 0.0
+
+
+def _cpu_seconds(pid: int | str, name: str | None = None) -> float | None:
+    """User + system CPU time of a process (``None`` if gone, or not named ``name``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            head, tail = stat.read().rsplit(")", 1)
+    except OSError:
+        return None
+    if name is not None and head.split("(", 1)[1] != name:
+        return None
+    fields = tail.split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time so far of this machine's PostgreSQL processes (the database the bench
+    creates runs here): what the database costs next to the server, on the same cores."""
+    pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    return sum(_cpu_seconds(pid, "postgres") or 0.0 for pid in pids)
 
 
 def split(items: list[str], parts: int) -> list[tuple[str, ...]]:
@@ -309,6 +337,7 @@ def _row(
         "health_cpu_ms": 1000 * health.server_cpu_per_op,
         "task_cpu_ms": 1000 * cycle.server_cpu_per_op,
         "cpu_ratio": 3 * health.server_cpu_per_op / cycle.server_cpu_per_op,
+        "database_cpu_ms": 1000 * cycle.database_cpu_per_op,
         "client_cpu": max(health.client_cpu, cycle.client_cpu),
     }
 
@@ -351,6 +380,7 @@ def format_row(row: dict) -> str:
         f"{row['tasks_per_s']:6.1f} tasks/s  ratio {row['ratio']:.3f}  | server CPU: "
         f"{row['health_cpu_ms']:.3f} ms/health req, {row['task_cpu_ms']:.2f} ms/task, "
         f"cpu ratio {row['cpu_ratio']:.3f}  | client CPU {100 * row['client_cpu']:.0f}%"
+        + (f"  | PostgreSQL {row['database_cpu_ms']:.2f} ms/task" if row["database_cpu_ms"] else "")
     )
 
 
