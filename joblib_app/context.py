@@ -93,14 +93,14 @@ class AppContext:
         sender = self.sender
         if sender is not None:
             publish = getattr(self.notifier, "publish_or_raise", self.notifier.publish)
-            for event in outbox.pending_events:
+            for event in outbox.events:
                 emit = partial(self.sio.emit, event.name, event.payload, room=event.room)
                 # The sender sends in the order it is given: order the submissions too.
                 await self._in_version_order(event, partial(_submit, sender, emit))
             for channel, message in outbox.notifications:
                 sender.submit(partial(publish, channel, message))
             return
-        for event in outbox.pending_events:
+        for event in outbox.events:
             if self._reaches_nobody(event.room):
                 continue
             try:

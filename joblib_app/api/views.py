@@ -8,30 +8,12 @@ from typing import Any
 from pydantic_core import to_json
 
 from joblib_app.api.schemas import JobOut, ProviderOut, TaskOut
-from joblib_app.domain.statuses import TaskStatus
 from joblib_app.services.rows import Record
 
 
 def task_out(row: Record, positions: Mapping[int, int]) -> TaskOut:
     """The ``TaskOut`` of a task row, with its queue position if pending."""
-    return TaskOut(
-        id=row.id,
-        job_name=row.job_name,
-        room_id=row.room_id,
-        status=TaskStatus(row.status),
-        created_at=row.created_at,
-        started_at=row.started_at,
-        completed_at=row.completed_at,
-        worker_id=row.worker_id,
-        error=row.error,
-        payload=row.payload,
-        queue_position=positions.get(row.seq),
-        result=row.result,
-        progress=row.progress,
-        progress_message=row.progress_message,
-        version=row.version,
-        attempt=row.attempt,
-    )
+    return TaskOut.model_validate(_task_fields(row, positions.get(row.seq)))
 
 
 def _task_fields(row: Record, queue_position: int | None) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class DashboardHub:
 
     def changed(self, outbox: Outbox) -> None:
         """Dispatch hook: cheap when nobody watches."""
-        if self._event is not None and outbox.pending_events:
+        if self._event is not None and outbox.has_events:
             self._event.set()
             self._event = None
 

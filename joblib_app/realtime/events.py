@@ -214,14 +214,13 @@ class Outbox:
         self._notifications.setdefault(channel, message)
 
     @property
-    def pending_events(self) -> list[OutboxEvent]:
-        """The events in the order they were queued, payloads not built yet."""
+    def events(self) -> list[OutboxEvent]:
+        """The events in the order they were queued (each builds its payload on use)."""
         return list(self._events.values())
 
     @property
-    def events(self) -> list[tuple[str, dict[str, Any], str]]:
-        """``(name, payload, room)`` of every event (building every payload)."""
-        return [(e.name, e.payload, e.room) for e in self._events.values()]
+    def has_events(self) -> bool:
+        return bool(self._events)
 
     @property
     def task_changes(self) -> list[TaskChange]:

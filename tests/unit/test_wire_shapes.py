@@ -126,7 +126,7 @@ def test_outbox_keeps_one_event_per_task_version_and_builds_payloads_on_demand()
     first, again, later = ROWS[0], ROWS[0], _row(version=2, status="claimed")
     for row in (first, again, later):
         outbox.task_changed(row, None)
-    events = outbox.pending_events
+    events = outbox.events
     assert [(e.name, e.room, e.order_key) for e in events] == [
         (TASK_STATUS_EVENT, "room:room-1", (first.id, 1)),
         (TASK_STATUS_EVENT, "room:room-1", (first.id, 2)),
