@@ -232,7 +232,10 @@ def mean_measure(first: Measure, second: Measure) -> Measure:
 def server_cpu_seconds(server: ServerProcess) -> float:
     """User + system CPU time of the server process so far (Linux ``/proc``)."""
     assert server.process is not None
-    return _cpu_seconds(server.process.pid) or 0.0
+    seconds = _cpu_seconds(server.process.pid)
+    if seconds is None:
+        raise RuntimeError(f"the server process {server.process.pid} is gone")
+    return seconds
 
 
 def _cpu_seconds(pid: int | str, name: str | None = None) -> float | None:

@@ -205,9 +205,10 @@ class Outbox:
         if key in self._task_changes:
             return
         self._task_changes[key] = TaskChange(row, queue_position)
+        room = room_channel(row.room_id)
         build = partial(task_status_payload, row, queue_position)
-        self._events[(TASK_STATUS_EVENT, room_channel(row.room_id), key)] = OutboxEvent(
-            TASK_STATUS_EVENT, room_channel(row.room_id), build, order_key=key
+        self._events[(TASK_STATUS_EVENT, room, key)] = OutboxEvent(
+            TASK_STATUS_EVENT, room, build, order_key=key
         )
 
     def notify(self, channel: str, message: str = "") -> None:
