@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -61,6 +62,17 @@ class Tally:
         return response
 
 
+async def all_of(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coroutines`` together; the first failure cancels the rest before it is raised.
+
+    (``asyncio.gather`` would leave them running on a client about to be closed, and their
+    sockets would be reported as leaked by whichever test runs next.)
+    """
+    async with asyncio.TaskGroup() as group:
+        for coroutine in coroutines:
+            group.create_task(coroutine)
+
+
 async def race(servers: Sequence[ServerProcess]) -> None:
     room = new_room()
     tally = Tally()
@@ -101,15 +113,13 @@ async def race(servers: Sequence[ServerProcess]) -> None:
 
         # The whole queue first, then every claimer at once on it: the race is claim
         # against claim, 32 wide, for the whole run.
-        await asyncio.wait_for(
-            asyncio.gather(*(submitter(i) for i in range(SUBMITTERS))), timeout=120
-        )
+        async with asyncio.timeout(120):
+            await all_of([submitter(i) for i in range(SUBMITTERS)])
         # Fresh connections: the server may have closed the idle ones meanwhile (keep-alive
         # timeout), and a claim lost to such a race could not be told from a lost task.
         async with httpx.AsyncClient(timeout=60, limits=limits, headers=AUTH) as claimers:
-            await asyncio.wait_for(
-                asyncio.gather(*(claimer(claimers, b, w) for b, w in workers)), timeout=120
-            )
+            async with asyncio.timeout(120):
+                await all_of([claimer(claimers, b, w) for b, w in workers])
 
         duplicates = [task for task, count in Counter(claimed).items() if count > 1]
         assert duplicates == []

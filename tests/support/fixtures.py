@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -11,9 +11,37 @@ import redis.asyncio as aioredis
 from tests.support.databases import fresh_postgres
 from tests.support.names import ALICE
 from tests.support.realtime import EventLog, Reachable, connect
+from tests.support.server import STARTED
 from tests.support.services import delete_redis_prefix, require_redis
 
 OpenRoomEvents = Callable[..., Awaitable[EventLog]]
+
+
+_SERVERS_BEFORE_TEST = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_SERVERS_BEFORE_TEST] = len(STARTED)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report ends with the log tails of the uvicorn servers it used.
+
+    Those are the servers still running when it failed and those it started itself; a
+    server's side of a failure (a traceback, a warning) is otherwise gone with its tmp dir.
+    """
+    report: pytest.TestReport = yield
+    if report.failed:
+        since = item.stash.get(_SERVERS_BEFORE_TEST, len(STARTED))
+        for index, server in enumerate(STARTED):
+            tail = server.log_tail() if server.running or index >= since else ""
+            if tail:
+                report.sections.append((f"server log, port {server.port} (tail)", tail))
+    return report
 
 
 def new_prefix() -> str:

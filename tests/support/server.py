@@ -24,6 +24,14 @@ BODY_LIMIT = 4096
 # A dropped connection's workers are cleaned up after this (the default 10 s would make the
 # tests of that cleanup slow).
 RECONNECT_GRACE = {"ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2"}
+# uvicorn on uvloop runs due timers before it reads the sockets: a server process stalled for
+# longer than the keep-alive timeout (seen on a loaded CI machine) closes, on waking, a kept-
+# alive connection whose next request is already waiting, and the client reads a reset. The
+# tests count every answer, so the timeout is longer than any stall they should survive.
+KEEP_ALIVE_SECONDS = 120
+# Every server started in this test process, in order: a failed test's report shows the
+# logs of those it may have talked to (see tests.support.fixtures).
+STARTED: list[ServerProcess] = []
 
 
 def free_port() -> int:
@@ -76,6 +84,8 @@ class ServerProcess:
                     "--port",
                     str(self.port),
                     *graceful,
+                    "--timeout-keep-alive",
+                    str(KEEP_ALIVE_SECONDS),
                     "--log-level",
                     "warning",
                 ],
@@ -84,6 +94,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        STARTED.append(self)
         try:
             self.wait_ready()
         except BaseException:
@@ -116,6 +127,17 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The last ``lines`` of the server's log ("" without a log file)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
 
     def __enter__(self) -> ServerProcess:
         return self.start()
