@@ -26,7 +26,10 @@ class Extension(BaseModel):
     category: ClassVar[str] = Category.MODIFIER.value
 
     def run(self, vis: Any, **kwargs: Any) -> Any:
-        """Do the work. ``vis`` is whatever the runner passes (``None`` by default)."""
+        """Do the work; the return value (JSON data, or None) becomes the task's result.
+
+        ``vis`` is whatever the runner passes (``None`` by default).
+        """
         raise NotImplementedError(f"{type(self).__name__}.run is not implemented")
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
-import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 
 from joblib_app.api.hangup import ClientGone
@@ -18,7 +16,7 @@ from joblib_app.api.openapi import prefer_wait_parameter
 from joblib_app.api.plain import PlainOperation, PlainRequest, PlainResponse, route
 from joblib_app.api.schemas import ClaimRequest, ClaimResponse, TaskOut, TaskSubmit, TaskUpdate
 from joblib_app.api.views import claim_json, task_json
-from joblib_app.domain.errors import ContentTooLarge, ValidationFailed
+from joblib_app.domain.errors import ValidationFailed
 from joblib_app.domain.prefer import parse_prefer_wait, preference_applied
 from joblib_app.services import claim as claim_service
 from joblib_app.services import task_status
@@ -118,7 +116,7 @@ async def update_task(request: PlainRequest) -> PlainResponse:
     body = await request.json_body(TaskUpdate, limit=task_update_body_limit(settings))
     reported = body.reported()
     if "result" in reported:
-        check_result_size(reported["result"], settings.max_task_result_bytes)
+        task_status.check_result_size(reported["result"], settings.max_task_result_bytes)
     row, positions = await task_status.set_task_status(
         request.ctx,
         task_id,
@@ -133,15 +131,6 @@ async def update_task(request: PlainRequest) -> PlainResponse:
 def task_update_body_limit(settings: JobLibSettings) -> int:
     """A task update's body limit: the ordinary one plus room for the largest result."""
     return settings.max_request_body_bytes + settings.max_task_result_bytes
-
-
-def check_result_size(result: Any, limit: int) -> None:
-    """``413`` when the result's compact JSON is larger than ``limit`` bytes."""
-    size = len(pydantic_core.to_json(result))
-    if size > limit:
-        raise ContentTooLarge(
-            f"The task result is {size} bytes of JSON, more than max_task_result_bytes ({limit})"
-        )
 
 
 TASK_ROUTES: list[PlainOperation] = [

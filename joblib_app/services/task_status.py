@@ -7,8 +7,10 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import pydantic_core
+
 from joblib_app.context import AppContext
-from joblib_app.domain.errors import Forbidden, TaskNotFound
+from joblib_app.domain.errors import ContentTooLarge, Forbidden, TaskNotFound
 from joblib_app.domain.statuses import LEAVES_PENDING, TaskStatus, check_transition, is_terminal
 from joblib_app.models import utcnow
 from joblib_app.principal import Principal
@@ -82,6 +84,15 @@ def _actor_rule(actor: Principal | None, target: TaskStatus) -> str:
     if actor is None or actor.is_superuser:
         return tasks.ANY_ACTOR
     return tasks.OWNER_OR_SUBMITTER if target is TaskStatus.CANCELLED else tasks.WORKER_OWNER
+
+
+def check_result_size(result: Any, limit: int) -> None:
+    """``413`` when the result's compact JSON is larger than ``limit`` bytes."""
+    size = len(pydantic_core.to_json(result))
+    if size > limit:
+        raise ContentTooLarge(
+            f"The task result is {size} bytes of JSON, more than max_task_result_bytes ({limit})"
+        )
 
 
 async def set_task_status(

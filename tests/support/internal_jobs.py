@@ -68,13 +68,28 @@ class Sleep(Extension):
         return self.seconds
 
 
+class Answer(Extension):
+    """Returns ``{"text": ..., "size": ...}`` with ``size`` characters, or (``opaque``) an
+    object that is no JSON data."""
+
+    category = "analysis"
+    size: int = 3
+    opaque: bool = False
+
+    def run(self, vis: Any, **kwargs: Any) -> object:
+        if self.opaque:
+            return object()
+        return {"text": "x" * self.size, "size": self.size}
+
+
 # Literal, not derived with internal_job_name: the tests check the naming rule itself.
 GREET = "@internal:analysis:Greet"
 EXPLODE = "@internal:modifiers:Explode"
 WAIT = "@internal:modifiers:WaitForFile"
 SLEEP = "@internal:analysis:Sleep"
+ANSWER = "@internal:analysis:Answer"
 
-INTERNAL_EXTENSIONS: list[type[Extension]] = [Greet, Explode, WaitForFile, Sleep]
+INTERNAL_EXTENSIONS: list[type[Extension]] = [Greet, Explode, WaitForFile, Sleep, Answer]
 
 
 def internal_queue_name(prefix: str) -> str:

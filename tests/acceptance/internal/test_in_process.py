@@ -11,16 +11,19 @@ import pytest
 
 from tests.support.api import post_task
 from tests.support.fixtures import OpenRoomEvents
-from tests.support.internal_jobs import EXPLODE, GREET, WAIT, Greet
+from tests.support.internal_jobs import ANSWER, EXPLODE, GREET, WAIT, Greet
 from tests.support.names import ADMIN, ALICE, auth, new_room
 from tests.support.server import ServerProcess, sqlite_env, start_internal_server
 from tests.support.waiting import wait_terminal
+
+RESULT_LIMIT = 200
+SMALL_RESULTS = {"ZNDRAW_JOBLIB_MAX_TASK_RESULT_BYTES": str(RESULT_LIMIT)}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("internal-inprocess")
-    instance = start_internal_server(sqlite_env(workdir), workdir)
+    instance = start_internal_server(sqlite_env(workdir, **SMALL_RESULTS), workdir)
     yield instance
     instance.stop()
 
@@ -45,6 +48,7 @@ async def test_submit_runs_to_completion_with_status_events(
     assert final["status"] == "completed"
     assert final["error"] is None
     assert final["started_at"] is not None and final["completed_at"] is not None
+    assert final["result"] == "hello ada"
     assert out.read_text() == "hello ada"
 
 
@@ -161,3 +165,36 @@ async def test_no_task_available_is_sent_for_internal_tasks(
         assert events.named("task_available") == []
     finally:
         await http.delete(f"/workers/{worker_id}", headers=auth(ADMIN))
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "result", "error"),
+    [
+        ({"size": 10}, "completed", {"text": "x" * 10, "size": 10}, None),
+        ({"size": RESULT_LIMIT}, "failed", None, "result too large: The task result is"),
+        ({"opaque": True}, "failed", None, "result is not JSON-serialisable"),
+    ],
+    ids=["json", "too-large", "not-json"],
+)
+async def test_run_return_value_is_the_result(
+    server: ServerProcess,
+    http: httpx.AsyncClient,
+    room_events: OpenRoomEvents,
+    payload: dict,
+    status: str,
+    result: object,
+    error: str | None,
+) -> None:
+    room = new_room()
+    events = await room_events(server, room)
+
+    task = (await post_task(http, room, ANSWER, payload)).json()
+
+    final = await wait_terminal(http, task["id"])
+    assert (final["status"], final["result"]) == (status, result)
+    if error is None:
+        assert final["error"] is None
+    else:
+        assert final["error"].startswith(error)
+    await events.wait_for_status(task["id"], status)
+    assert events.statuses(task["id"]) == ["claimed", "running", status]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.api import post_task
 from tests.support.fixtures import OpenRoomEvents
-from tests.support.internal_jobs import EXPLODE, GREET, SLEEP, WAIT
+from tests.support.internal_jobs import ANSWER, EXPLODE, GREET, SLEEP, WAIT
 from tests.support.names import ALICE, auth, new_room
 from tests.support.processes import TaskiqWorker
 from tests.support.server import ServerProcess, free_port, sqlite_env, start_internal_server
@@ -27,6 +27,10 @@ def redis_env(redis_url: str, prefix: str) -> dict[str, str]:
     }
 
 
+RESULT_LIMIT = 200
+SMALL_RESULTS = {"ZNDRAW_JOBLIB_MAX_TASK_RESULT_BYTES": str(RESULT_LIMIT)}
+
+
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, module_redis_prefix: tuple[str, str]
@@ -34,7 +38,7 @@ def server(
     redis_url, prefix = module_redis_prefix
     workdir = tmp_path_factory.mktemp("internal-redis")
     instance = start_internal_server(
-        {**sqlite_env(workdir), **redis_env(redis_url, prefix)}, workdir
+        {**sqlite_env(workdir, **SMALL_RESULTS), **redis_env(redis_url, prefix)}, workdir
     )
     yield instance
     instance.stop()
@@ -71,6 +75,7 @@ async def test_worker_process_runs_task_to_completion(
     assert task["status"] == "claimed"
     final = await wait_terminal(http, task["id"])
     assert final["status"] == "completed", (final, worker.output)
+    assert final["result"] == "hello grace"
     assert out.read_text() == "hello grace"
     await events.wait_for_status(task["id"], "completed")
     assert events.statuses(task["id"]) == ["claimed", "running", "completed"]
@@ -92,6 +97,33 @@ async def test_worker_process_reports_failure(
     assert final["error"] == "RuntimeError: kaboom"
     await events.wait_for_status(task["id"], "failed")
     assert events.statuses(task["id"]) == ["claimed", "running", "failed"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "result", "error"),
+    [
+        ({"size": 10}, "completed", {"text": "x" * 10, "size": 10}, None),
+        ({"size": RESULT_LIMIT}, "failed", None, "result too large: The task result is"),
+        ({"opaque": True}, "failed", None, "result is not JSON-serialisable"),
+    ],
+    ids=["json", "too-large", "not-json"],
+)
+async def test_worker_process_reports_the_result(
+    worker: TaskiqWorker,
+    http: httpx.AsyncClient,
+    payload: dict,
+    status: str,
+    result: object,
+    error: str | None,
+) -> None:
+    task = (await post_task(http, new_room(), ANSWER, payload)).json()
+
+    final = await wait_terminal(http, task["id"])
+    assert (final["status"], final["result"]) == (status, result), (final, worker.output)
+    if error is None:
+        assert final["error"] is None
+    else:
+        assert final["error"].startswith(error)
 
 
 # Issue 10 asks for a 30 s task: several of redis-py's 5 s socket timeouts in a row.
