@@ -17,10 +17,10 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.expression import Executable
-from sqlmodel import SQLModel
 
 from joblib_app.store import sqlite
 from joblib_app.store.connection import DialectRules, Result
+from joblib_app.store.schema import create_or_upgrade
 
 
 def rules_for(dialect_name: str) -> DialectRules:
@@ -117,7 +117,7 @@ class EngineDriver:
         async with self.write() as conn:
             # Concurrent CREATE TABLE IF NOT EXISTS still races on PostgreSQL's catalog.
             await self._rules.serialize_across_processes(conn, "joblib_app.create_tables")
-            await conn.async_connection.run_sync(SQLModel.metadata.create_all, tables=tables)
+            await conn.async_connection.run_sync(create_or_upgrade, tables)
 
     async def dispose(self) -> None:
         """Close the pool this driver opened (the engine itself belongs to its owner)."""

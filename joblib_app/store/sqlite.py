@@ -38,11 +38,11 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.expression import Executable
-from sqlmodel import SQLModel
 
 from joblib_app.models import link_table, task_table, worker_table
 from joblib_app.store.connection import Connection as StoreConnection
 from joblib_app.store.connection import DialectRules, Result
+from joblib_app.store.schema import create_or_upgrade
 from joblib_app.store.sqlite_statements import CompiledStatements
 from joblib_app.store.task_columns import CLAIM_VALUES, IS_PENDING, TASK_COLUMNS
 
@@ -401,9 +401,10 @@ class InLoopSQLite:
         return WriteBlock(self)
 
     async def create_tables(self, tables: list[Table]) -> None:
-        """Create ``tables`` if absent (one writer at a time: no race between processes)."""
+        """Create ``tables`` if absent, or upgrade them (one writer at a time: no race
+        between processes); see :mod:`joblib_app.store.schema`."""
         async with self.write() as conn:
-            SQLModel.metadata.create_all(conn.sync_connection, tables=tables)
+            create_or_upgrade(conn.sync_connection, tables)
 
     async def dispose(self) -> None:
         """Commit (or, half done, roll back) the open batch and close every connection."""
