@@ -1,5 +1,6 @@
 """Open long-polls end promptly: when the sweeper removes their worker, and on shutdown
-under a plain ``uvicorn`` (no ``--timeout-graceful-shutdown``), with no traceback."""
+under a plain ``uvicorn`` (no ``--timeout-graceful-shutdown``), with no traceback; so do
+Socket.IO sessions on either transport (a polling client holds a request open)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import redis.asyncio as aioredis
 
 from tests.support.api import Api
 from tests.support.databases import DATABASES, database
-from tests.support.names import assert_problem, new_room, unique
+from tests.support.names import ALICE, assert_problem, new_room, unique
+from tests.support.realtime import connect
 from tests.support.server import ServerProcess, serve, server_env
-from tests.support.waiting import waiting
+from tests.support.waiting import wait_until, waiting
 
 # Below the claim long-poll's 5 s safety re-check, so only the deletion can end it in time.
 SWEPT_BOUND = 4.0
@@ -70,7 +72,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-async def test_plain_uvicorn_stops_within_two_seconds_with_open_long_polls(
+async def test_plain_uvicorn_stops_within_two_seconds_with_open_long_polls_and_sessions(
     database_url: str, tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> None:
     log = tmp_path / "server.log"
@@ -107,6 +109,12 @@ async def test_plain_uvicorn_stops_within_two_seconds_with_open_long_polls(
                 ),
             ]
             running = [asyncio.create_task(poll) for poll in polls]
+            sessions = [
+                await connect(server, ALICE, transport=transport)
+                for transport in ("polling", "websocket")
+            ]
+            for session in sessions:
+                await session.join_room(room)
             await waiting(server, f"worker:{idle['worker_id']}")
             await waiting(server, f"task:{task['id']}")
             await _redis_key_appears(redis_url, f"{redis_prefix}provider-inflight:*")
@@ -116,6 +124,11 @@ async def test_plain_uvicorn_stops_within_two_seconds_with_open_long_polls(
             claim, read, provider_read = await asyncio.wait_for(asyncio.gather(*running), 10)
             exit_code = await asyncio.to_thread(server.process.wait, 10)
             stopped = time.monotonic() - signalled
+            await wait_until(
+                lambda: not any(session.client.connected for session in sessions),
+                within=5,
+                what="both Socket.IO sessions closed by the server",
+            )
     finally:
         server.stop()
     assert stopped < SHUTDOWN_BOUND, stopped

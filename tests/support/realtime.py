@@ -53,9 +53,15 @@ class EventLog:
             await hook(name, data)
 
     async def connect(
-        self, server: Reachable, token: str | None, *, in_header: bool = False
+        self,
+        server: Reachable,
+        token: str | None,
+        *,
+        in_header: bool = False,
+        transport: str = "websocket",
     ) -> EventLog:
-        """Connect over websocket, with the token in the auth payload or in the headers."""
+        """Connect over ``transport`` (``websocket`` or ``polling``), with the token in the
+        auth payload or in the headers."""
         kwargs: dict[str, Any] = {}
         if token is not None and in_header:
             kwargs["headers"] = {"Authorization": f"Bearer {token}"}
@@ -64,7 +70,7 @@ class EventLog:
         await self.client.connect(
             server.origin,
             socketio_path=socketio_path(server),
-            transports=["websocket"],
+            transports=[transport],
             wait_timeout=10,
             **kwargs,
         )
