@@ -40,12 +40,7 @@ from joblib_app.realtime.notifier import InProcessNotifier, Notifier, RedisNotif
 from joblib_app.realtime.redis_guard import BackgroundSender, BoundedRedisManager
 from joblib_app.realtime.socketio_server import create_socketio_server, install_handlers
 from joblib_app.services.internal import ensure_internal_jobs
-from joblib_app.services.stopping import (
-    ShutdownSignals,
-    begin_stopping,
-    reset_stopping,
-    sessions_closed,
-)
+from joblib_app.services.stopping import ShutdownSignals, begin_stopping, reset_stopping
 from joblib_app.services.task_status import set_task_status
 from joblib_app.store.database import Database
 from joblib_app.sweeper import SWEEPER_STOP, run_sweeper
@@ -231,7 +226,6 @@ class JoblibApp(FastAPI):
         ctx = self.context
         begin_stopping(ctx)
         self._shutdown_signals.uninstall()
-        await sessions_closed(ctx)
         await ctx.reconnects.close()
         if self._sweeper_stop is not None and self._sweeper_task is not None:
             self._sweeper_stop.set()

@@ -17,12 +17,11 @@ from joblib_app.settings import JobLibSettings
 from joblib_app.store.database import Database
 
 if TYPE_CHECKING:
-    import socketio
-
     from joblib_app.internal.registry import InternalRegistry
     from joblib_app.providers.backend import ResultBackend
     from joblib_app.realtime.notifier import Notifier
     from joblib_app.realtime.redis_guard import BackgroundSender
+    from joblib_app.realtime.socketio_server import JoblibSocketServer
     from joblib_app.reconnects import ReconnectGrace
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class AppContext:
     settings: JobLibSettings
     db: Database
     notifier: Notifier
-    sio: socketio.AsyncServer
+    sio: JoblibSocketServer
     result_backend: ResultBackend
     internal: InternalRegistry | None = None
     # Ids of the internal tasks this process is running itself (``database_executor``).

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
+import engineio
 import socketio
 from starlette.requests import HTTPConnection
 
@@ -73,6 +76,24 @@ class JoblibSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.connect_timeout = connect_timeout
         self._connect_timers: dict[str, asyncio.Task[None]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
+        # The engine.io sockets with a polling GET in progress, and how many.
+        self._held_polls: Counter[Any] = Counter()
+        # False from :meth:`stop_sessions` until :meth:`accept_sessions`.
+        self.accepting_sessions = True
+
+    async def handle_request(self, scope: Any, receive: Any, send: Any) -> Any:
+        """engine.io's request handling; a polling GET is counted while it is held."""
+        socket = _polled_socket(self.eio, scope)
+        if socket is None:
+            return await super().handle_request(scope, receive, send)
+        self._held_polls[socket] += 1
+        try:
+            return await super().handle_request(scope, receive, send)
+        finally:
+            self._held_polls[socket] -= 1
+            if self._held_polls[socket] <= 0:
+                del self._held_polls[socket]
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         if data and isinstance(data[0], str) and data[0] in self.RESERVED_CLIENT_EVENTS:
@@ -82,17 +103,32 @@ class JoblibSocketServer(socketio.AsyncServer):  # type: ignore[misc]
             return
         await super()._handle_event(eio_sid, namespace, id, data)
 
-    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> bool | None:
+        if not self.accepting_sessions:
+            # The server is stopping: a session opened now would hold a poll open again.
+            # engine.io answers 401 and the client tries again later, elsewhere or here.
+            return False
         await super()._handle_eio_connect(eio_sid, environ)
         self._connect_timers[eio_sid] = asyncio.create_task(
             self._close_if_unconnected(eio_sid), name=f"joblib-sio-connect-timeout-{eio_sid}"
         )
+        return None
 
     async def _handle_eio_disconnect(self, eio_sid: str, *args: Any) -> None:
         timer = self._connect_timers.pop(eio_sid, None)
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
-        await super()._handle_eio_disconnect(eio_sid, *args)
+        socket = self.eio.sockets.get(eio_sid)
+        try:
+            await super()._handle_eio_disconnect(eio_sid, *args)
+        finally:
+            if socket is not None and socket in self._held_polls:
+                # engine.io leaves the poll of a closed session held until its ping
+                # timeout (45 s by default): the client, and a server that waits for open
+                # requests to stop, would wait that long. engine.io marks the session
+                # closed right after this returns, with no await between: the client's
+                # next poll finds it closed.
+                _answer_poll(socket)
 
     async def _close_if_unconnected(self, eio_sid: str) -> None:
         await asyncio.sleep(self.connect_timeout)
@@ -111,6 +147,59 @@ class JoblibSocketServer(socketio.AsyncServer):  # type: ignore[misc]
             # otherwise wait ping_interval + ping_timeout for a packet before doing so.
             await socket.queue.put(None)
 
+    def accept_sessions(self) -> None:
+        """Open new sessions again (the app starts, or starts again)."""
+        self.accepting_sessions = True
+
+    def stop_sessions(self) -> int:
+        """Refuse new sessions; end this process's polling ones as a lost transport.
+
+        Returns how many polling sessions were ended. A polling client holds a GET open for
+        up to the ping interval, and a server that waits for open requests before it stops
+        (plain uvicorn) waits for it. Each session is closed without a close packet (its
+        disconnect handlers run, as for a dropped connection), and its held GET answered
+        with a no-op; the client's next poll is refused (400), which it takes as a lost
+        transport: it reconnects, as a WebSocket client does when the server closes
+        its socket on shutdown (1012). A close packet would tell the client it was
+        disconnected on purpose, and it would not reconnect. New sessions are refused
+        (401), so a quick reconnection cannot hold a poll open again. WebSocket sessions
+        are left to the server.
+        """
+        self.accepting_sessions = False
+        polling = [
+            socket
+            for socket in self.eio.sockets.values()
+            if not (socket.upgraded or socket.closing or socket.closed)
+        ]
+        for socket in polling:
+            task = asyncio.create_task(
+                self._release(socket), name=f"joblib-sio-release-{socket.sid}"
+            )
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+        return len(polling)
+
+    async def _release(self, socket: Any) -> None:
+        try:
+            await socket.close(wait=False, abort=True, reason=self.eio.reason.TRANSPORT_CLOSE)
+        except Exception:
+            logger.exception("Disconnect handlers of Socket.IO session %s failed", socket.sid)
+
+
+def _answer_poll(socket: Any) -> None:
+    """Answer ``socket``'s held poll with a no-op (as engine.io does on an upgrade)."""
+    socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.NOOP))
+
+
+def _polled_socket(engine: Any, scope: Any) -> Any:
+    """The engine.io socket a polling GET of ``scope`` waits on, if it is one."""
+    if scope.get("type") != "http" or scope.get("method") != "GET":
+        return None
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if query.get("transport") != ["polling"] or "sid" not in query:
+        return None
+    return engine.sockets.get(query["sid"][0])
+
 
 def create_socketio_server(
     *,
@@ -119,7 +208,7 @@ def create_socketio_server(
     cors_allowed_origins: str | list[str] | None,
     connect_timeout: float,
     redis_timeout: float = 2.0,
-) -> socketio.AsyncServer:
+) -> JoblibSocketServer:
     """A python-socketio server; with ``redis_url`` its emits reach every server process
     (through a manager whose Redis calls are bounded by ``redis_timeout``).
 

@@ -1,11 +1,11 @@
-"""Ending every long-poll, and every Socket.IO session, when the server stops.
+"""Ending every long-poll, and every Socket.IO polling session, when the server stops.
 
 uvicorn waits for open requests before it runs the lifespan shutdown, and without
 ``--timeout-graceful-shutdown`` it waits as long as the longest wait asked for. So every
 long-poll (claim, task read, provider read) races its wait against this app's stop signal.
 A Socket.IO client on the polling transport holds a request open too, up to the ping
-interval (25 s by default): its session is closed at the same signal, as uvicorn closes
-WebSocket ones.
+interval (25 s by default): it is released at the same signal, and its client reconnects
+as a WebSocket client does when uvicorn closes its socket.
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STOPPING_KEY = "long_poll.stopping"
-_CLOSING_SESSIONS_KEY = "stopping.closing_sessions"
-# A session's close waits until its client has taken the close packet; one that never
-# polls again is not waited for longer than this.
-SESSIONS_CLOSE_SECONDS = 2.0
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -50,37 +46,24 @@ def _stopping_event(ctx: AppContext) -> asyncio.Event:
 
 
 def reset_stopping(ctx: AppContext) -> None:
-    """Let long-polls wait again: the app is (re)starting, perhaps on a new event loop."""
+    """Let long-polls wait and Socket.IO sessions open again: the app is (re)starting,
+    perhaps on a new event loop."""
     ctx.extras[_STOPPING_KEY] = asyncio.Event()
+    ctx.sio.accept_sessions()
 
 
 def begin_stopping(ctx: AppContext) -> None:
-    """End every open long-poll of this app now, and every later one at once; start
-    closing this process's Socket.IO sessions (awaited by :func:`sessions_closed`)."""
+    """End every open long-poll of this app now, and every later one at once; refuse new
+    Socket.IO sessions and end the polling ones (see ``JoblibSocketServer.stop_sessions``)."""
     event = _stopping_event(ctx)
     if not event.is_set():
-        logger.info("joblib-app is stopping: open long-polls answer now, Socket.IO sessions close")
         event.set()
-        ctx.extras[_CLOSING_SESSIONS_KEY] = asyncio.get_running_loop().create_task(
-            _close_sessions(ctx), name="joblib-close-socketio-sessions"
+        released = ctx.sio.stop_sessions()
+        logger.info(
+            "joblib-app is stopping: open long-polls answer now, %d Socket.IO polling "
+            "session(s) ended, no new session accepted",
+            released,
         )
-
-
-async def _close_sessions(ctx: AppContext) -> None:
-    try:
-        async with asyncio.timeout(SESSIONS_CLOSE_SECONDS):
-            await ctx.sio.eio.disconnect()
-    except TimeoutError:
-        logger.info("Socket.IO sessions not closed within %g s: left", SESSIONS_CLOSE_SECONDS)
-    except Exception:
-        logger.exception("Could not close the Socket.IO sessions")
-
-
-async def sessions_closed(ctx: AppContext) -> None:
-    """Return once the sessions :func:`begin_stopping` began closing are closed (or left)."""
-    closing: asyncio.Task[None] | None = ctx.extras.pop(_CLOSING_SESSIONS_KEY, None)
-    if closing is not None:
-        await closing
 
 
 async def until_stopping(ctx: AppContext, operation: Awaitable[T]) -> T | Stopping:

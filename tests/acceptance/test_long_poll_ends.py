@@ -10,15 +10,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import socketio
 
 from tests.support.api import Api
 from tests.support.databases import DATABASES, database
 from tests.support.names import ALICE, assert_problem, new_room, unique
-from tests.support.realtime import connect
-from tests.support.server import ServerProcess, serve, server_env
+from tests.support.realtime import connect, socketio_path
+from tests.support.server import ServerProcess, serve, server_env, sqlite_env
 from tests.support.waiting import wait_until, waiting
 
 # Below the claim long-poll's 5 s safety re-check, so only the deletion can end it in time.
@@ -140,3 +142,44 @@ async def test_plain_uvicorn_stops_within_two_seconds_with_open_long_polls_and_s
     text = log.read_text()
     assert "joblib-app stopped" in text, text
     assert "Traceback" not in text and "CancelledError" not in text, text
+
+
+async def test_polling_client_reconnects_across_a_plain_uvicorn_restart(tmp_path: Path) -> None:
+    """The ended polling session is a lost transport to its client, not a deliberate
+    disconnect: it reconnects once the server is back; and it leaves promptly."""
+    server = ServerProcess(
+        sqlite_env(tmp_path), log_path=tmp_path / "server.log", graceful_shutdown=None
+    ).start()
+    # The client's own HTTP session: python-engineio's, recreated on a reconnection that
+    # races its read loop's reset, can be left unclosed (a ResourceWarning).
+    http = aiohttp.ClientSession()
+    client = socketio.AsyncClient(
+        reconnection_delay=0.2, reconnection_delay_max=0.5, http_session=http
+    )
+    connects: list[float] = []
+    client.on("connect", lambda: connects.append(time.monotonic()))
+    try:
+        await client.connect(
+            server.origin,
+            socketio_path=socketio_path(server),
+            transports=["polling"],
+            auth={"token": ALICE},
+            wait_timeout=10,
+        )
+        signalled = time.monotonic()
+        await asyncio.to_thread(server.stop)
+        assert time.monotonic() - signalled < SHUTDOWN_BOUND
+        server.start()
+        await wait_until(
+            lambda: len(connects) == 2 and client.connected,
+            within=15,
+            what="the polling client connected again",
+        )
+        # engine.io alone would hold the poll of a closed session until its ping timeout.
+        leaving = time.monotonic()
+        await client.disconnect()
+        assert time.monotonic() - leaving < SHUTDOWN_BOUND
+    finally:
+        await client.disconnect()
+        await http.close()
+        server.stop()
