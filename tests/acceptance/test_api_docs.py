@@ -37,7 +37,8 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 def document(docs_server: ServerProcess) -> dict[str, Any]:
     response = httpx.get(docs_server.base + "/openapi.json", timeout=10)
     assert response.status_code == 200, response.text
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -48,13 +49,15 @@ def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, A
 
 
 def operation(document: dict[str, Any], method: str, path: str) -> dict[str, Any]:
-    return document["paths"][path][method]
+    found: dict[str, Any] = document["paths"][path][method]
+    return found
 
 
 def parameter(op: dict[str, Any], name: str) -> dict[str, Any]:
     found = [p for p in op.get("parameters", []) if p["name"].lower() == name.lower()]
     assert len(found) == 1, op.get("parameters")
-    return found[0]
+    only: dict[str, Any] = found[0]
+    return only
 
 
 def test_document_declares_bearer_security(document: dict[str, Any]) -> None:

@@ -10,7 +10,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.api import Api, http
@@ -35,14 +37,15 @@ def server(
         yield instance
 
 
-async def register_provider(api: Api, room: str, token: str, **extra: object) -> dict:
+async def register_provider(api: Api, room: str, token: str, **extra: object) -> dict[str, Any]:
     body = {"category": "files", "name": "Files", "schema": {}, "content_type": "text/plain"}
     response = await api.request("PUT", f"/rooms/{room}/providers", token, json={**body, **extra})
     assert response.status_code in (200, 201), response.text
-    return response.json()
+    provider: dict[str, Any] = response.json()
+    return provider
 
 
-async def upload(api: Api, provider_id: str, token: str, digest: str | None) -> dict:
+async def upload(api: Api, provider_id: str, token: str, digest: str | None) -> httpx.Response:
     headers = {"X-Request-Hash": digest} if digest is not None else None
     return await api.request(
         "POST", f"/providers/{provider_id}/results", token, content=b"x", headers=headers
@@ -140,7 +143,9 @@ async def test_reactivating_a_soft_deleted_job_answers_201(api: Api) -> None:
     assert same.status_code == 200, same.text
 
 
-async def orphaned_job_with_pending(api: Api, room: str, count: int) -> tuple[dict, list[dict]]:
+async def orphaned_job_with_pending(
+    api: Api, room: str, count: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A job whose only worker was deleted while ``count`` tasks were pending."""
     job = await api.register(room, unique())
     submitted = [await api.submit(room, job["full_name"]) for _ in range(count)]
@@ -262,7 +267,7 @@ async def test_a_task_id_that_is_not_a_uuid_is_422(api: Api) -> None:
     assert (await api.task(task["id"].upper()))["id"] == task["id"]
 
 
-def claim_poll(api: Api, worker_id: str, wait: float = 10) -> asyncio.Task:
+def claim_poll(api: Api, worker_id: str, wait: float = 10) -> asyncio.Task[httpx.Response]:
     return asyncio.create_task(
         api.request(
             "POST",

@@ -57,7 +57,7 @@ async def test_served_on_its_own_its_lifespan_starts_and_stops_it(
             room = new_room()
             job = await api.register(room, unique())
             task = await api.submit(room, job["full_name"])
-            assert (await api.claim(job["worker_id"]))["id"] == task["id"]
+            assert (await api.claim_one(job["worker_id"]))["id"] == task["id"]
     text = log.read_text()
     assert "starting on its first request" not in text
     # Started by the server's lifespan at boot, stopped by it at SIGTERM.
@@ -88,7 +88,7 @@ async def test_host_middleware_and_route_see_the_task_routes(api: Api) -> None:
     room = new_room()
     job = await api.register(room, unique())
     task = await api.submit(room, job["full_name"])
-    assert (await api.claim(job["worker_id"]))["id"] == task["id"]
+    assert (await api.claim_one(job["worker_id"]))["id"] == task["id"]
     running = await api.patch_task(task["id"], "running")
     assert running.headers["x-host-middleware"] == "seen"
     read = await api.request("GET", f"/tasks/{task['id']}")

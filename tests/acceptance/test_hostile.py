@@ -111,7 +111,7 @@ def hostile(
 
 
 @pytest.fixture
-async def api(hostile: Hostile) -> AsyncIterator[Api]:
+async def api(hostile: Hostile) -> AsyncIterator[Api[Hostile]]:
     async def count(response: httpx.Response) -> None:
         hostile.figures["requests"] += 1
         if response.status_code >= 500:
@@ -121,7 +121,7 @@ async def api(hostile: Hostile) -> AsyncIterator[Api]:
             hostile.figures["504 provider-timeout" if deliberate else "5xx"] += 1
 
     async with httpx.AsyncClient(timeout=30, event_hooks={"response": [count]}) as client:
-        yield Api(client, hostile)  # type: ignore[arg-type]
+        yield Api(client, hostile)
 
 
 def breach(hostile: Hostile, happened: bool) -> bool:
@@ -146,7 +146,9 @@ async def sio_client(hostile: Hostile, user: str) -> socketio.AsyncClient:
 
 
 async def call(client: socketio.AsyncClient, event: str, data: dict[str, Any]) -> dict[str, Any]:
-    return await client.call(event, data, timeout=5)
+    # python-socketio has no type information: the acknowledgement is untyped JSON.
+    answer: dict[str, Any] = await client.call(event, data, timeout=5)
+    return answer
 
 
 FORGED_ENVIRON = {"asgi.scope": {"type": "http", "headers": [], "user": "admin"}}
@@ -155,7 +157,9 @@ FORGED_ENVIRON = {"asgi.scope": {"type": "http", "headers": [], "user": "admin"}
 # --- item 1: forged Socket.IO connect / disconnect --------------------------------------
 
 
-async def test_a_forged_connect_event_does_not_change_identity(api: Api, hostile: Hostile) -> None:
+async def test_a_forged_connect_event_does_not_change_identity(
+    api: Api[Hostile], hostile: Hostile
+) -> None:
     secret = f"secret-{unique()}"
     admin_job = await api.register(new_room(), unique(), ADMIN)
     admin_worker = admin_job["worker_id"]
@@ -186,7 +190,7 @@ async def test_a_forged_connect_event_does_not_change_identity(api: Api, hostile
         await bob.disconnect()
 
 
-async def test_a_forged_disconnect_runs_no_cleanup(api: Api, hostile: Hostile) -> None:
+async def test_a_forged_disconnect_runs_no_cleanup(api: Api[Hostile], hostile: Hostile) -> None:
     room = new_room()
     job = await api.register(room, unique(), ALICE)
     worker = job["worker_id"]
@@ -226,7 +230,8 @@ async def test_a_forged_disconnect_runs_no_cleanup(api: Api, hostile: Hostile) -
 
 async def _cache_bytes(hostile: Hostile) -> int:
     async with httpx.AsyncClient(timeout=10) as client:
-        return (await client.get(hostile.origin + "/joblib-cache-bytes")).json()["bytes"]
+        size: int = (await client.get(hostile.origin + "/joblib-cache-bytes")).json()["bytes"]
+        return size
 
 
 def _rss_bytes(hostile: Hostile) -> int:
@@ -236,7 +241,9 @@ def _rss_bytes(hostile: Hostile) -> int:
     return int(kib) * 1024
 
 
-async def test_uploads_are_accepted_only_for_pending_requests(api: Api, hostile: Hostile) -> None:
+async def test_uploads_are_accepted_only_for_pending_requests(
+    api: Api[Hostile], hostile: Hostile
+) -> None:
     room = new_room()
     response = await api.request(
         "PUT",
@@ -262,7 +269,9 @@ async def test_uploads_are_accepted_only_for_pending_requests(api: Api, hostile:
     assert hit.status_code == 200 and hit.content == b'"a"'
 
 
-async def test_the_cache_is_bounded_and_expires_on_time(api: Api, hostile: Hostile) -> None:
+async def test_the_cache_is_bounded_and_expires_on_time(
+    api: Api[Hostile], hostile: Hostile
+) -> None:
     """Uploads well past the bound: the cache holds at most its bound, the server's RSS
     grows by less than what was uploaded, and expired entries are freed with no later
     write."""
@@ -304,7 +313,9 @@ async def test_the_cache_is_bounded_and_expires_on_time(api: Api, hostile: Hosti
         await asyncio.sleep(0.1)
 
 
-async def test_a_result_larger_than_the_cache_is_refused(api: Api, hostile: Hostile) -> None:
+async def test_a_result_larger_than_the_cache_is_refused(
+    api: Api[Hostile], hostile: Hostile
+) -> None:
     room = new_room()
     response = await api.request(
         "PUT",
@@ -398,7 +409,9 @@ LISTS = [
         {"offset": "-1"},
     ],
 )
-async def test_huge_paging_values_are_422(api: Api, hostile: Hostile, params: dict) -> None:
+async def test_huge_paging_values_are_422(
+    api: Api[Hostile], hostile: Hostile, params: dict[str, str]
+) -> None:
     room = new_room()
     await api.register(room, "x")
     for path in LISTS:
@@ -415,9 +428,10 @@ async def test_huge_paging_values_are_422(api: Api, hostile: Hostile, params: di
 BAD_ROOMS = ["a\x00b", "r" * 256, "a\tb", "a\x7fb"]
 
 
-async def test_bad_room_ids_are_refused_alike_on_both_databases(api: Api) -> None:
+async def test_bad_room_ids_are_refused_alike_on_both_databases(api: Api[Hostile]) -> None:
     for room in BAD_ROOMS:
         encoded = urllib.parse.quote(room, safe="")
+        body: dict[str, Any] | None
         for method, path, body in [
             ("PUT", f"/rooms/{encoded}/jobs", {"category": "modifiers", "name": "n"}),
             ("GET", f"/rooms/{encoded}/jobs", None),
@@ -446,7 +460,9 @@ async def test_bad_room_ids_are_refused_alike_on_both_databases(api: Api) -> Non
         ("worker_id", "w" * 256),
     ],
 )
-async def test_bad_strings_in_job_registration_are_422(api: Api, field: str, value: str) -> None:
+async def test_bad_strings_in_job_registration_are_422(
+    api: Api[Hostile], field: str, value: str
+) -> None:
     body = {"category": "modifiers", "name": unique(), "schema": {}, field: value}
     response = await api.request("PUT", f"/rooms/{new_room()}/jobs", json=body)
     assert_problem(response, 422, "validation-error")
@@ -466,7 +482,7 @@ async def test_bad_strings_in_job_registration_are_422(api: Api, field: str, val
     ],
 )
 async def test_bad_strings_in_provider_registration_are_422(
-    api: Api, field: str, value: str
+    api: Api[Hostile], field: str, value: str
 ) -> None:
     body = {"category": "files", "name": unique(), "schema": {}, field: value}
     response = await api.request("PUT", f"/rooms/{new_room()}/providers", json=body)
@@ -476,7 +492,7 @@ async def test_bad_strings_in_provider_registration_are_422(
 BAD_IDS = ["%00", "a%00b", "x" * 300, "%09", "%FF", "%ED%A0%80"]
 
 
-async def test_path_ids_that_cannot_exist_are_404(api: Api) -> None:
+async def test_path_ids_that_cannot_exist_are_404(api: Api[Hostile]) -> None:
     """Task ids are UUIDs, so a bad one is 422 as on the reference (issue 10); other ids 404."""
     room = new_room()
     for bad in BAD_IDS:
@@ -492,7 +508,9 @@ async def test_path_ids_that_cannot_exist_are_404(api: Api) -> None:
             ("GET", f"/rooms/{room}/providers/{room}:files:{bad}", "provider-not-found"),
             ("GET", f"/rooms/{room}/providers/{room}:files:{bad}/info", "provider-not-found"),
         ]:
-            body = {"status": "failed"} if method == "PATCH" and "tasks" in path else None
+            body: dict[str, Any] | None = (
+                {"status": "failed"} if method == "PATCH" and "tasks" in path else None
+            )
             if method == "POST":
                 body = {"payload": {}}
             response = await api.client.request(
@@ -506,7 +524,7 @@ async def test_path_ids_that_cannot_exist_are_404(api: Api) -> None:
         assert_problem(upload, 404, "provider-not-found")
 
 
-async def test_bad_worker_ids_in_bodies_and_events(api: Api, hostile: Hostile) -> None:
+async def test_bad_worker_ids_in_bodies_and_events(api: Api[Hostile], hostile: Hostile) -> None:
     for bad in ["w\x00", "w" * 300, "\ud800"]:
         raw = json.dumps({"worker_id": bad}).encode()
         response = await api.request(
@@ -540,11 +558,11 @@ async def test_bad_worker_ids_in_bodies_and_events(api: Api, hostile: Hostile) -
         await client.disconnect()
 
 
-async def test_a_worker_error_text_with_nul_is_stored(api: Api) -> None:
+async def test_a_worker_error_text_with_nul_is_stored(api: Api[Hostile]) -> None:
     room = new_room()
     job = await api.register(room, unique())
     task = await api.submit(room, job["full_name"])
-    assert (await api.claim(job["worker_id"]))["id"] == task["id"]
+    assert (await api.claim_one(job["worker_id"]))["id"] == task["id"]
     error = "boom\x00tail \ud800 é " + "x" * 70_000
     raw = json.dumps({"status": "failed", "error": error}).encode()
     response = await api.request(
@@ -567,7 +585,7 @@ async def test_a_worker_error_text_with_nul_is_stored(api: Api) -> None:
     assert len(stored) == 65_536
 
 
-async def test_payload_strings_round_trip_or_are_refused_alike(api: Api) -> None:
+async def test_payload_strings_round_trip_or_are_refused_alike(api: Api[Hostile]) -> None:
     room = new_room()
     job = await api.register(room, unique())
     payload = {"nul\x00key": "a\x00b", "ctrl": "\x01\x1f", "unicode": "é ☃ \U0001f600"}
@@ -603,7 +621,7 @@ def nested(depth: int) -> str:
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 300, 900, 5000])
-async def test_deep_schemas_are_refused_and_never_stored(api: Api, depth: int) -> None:
+async def test_deep_schemas_are_refused_and_never_stored(api: Api[Hostile], depth: int) -> None:
     room = new_room()
     name = unique()
     job_body = f'{{"category": "modifiers", "name": "{name}", "schema": {nested(depth)}}}'
@@ -631,7 +649,7 @@ async def test_deep_schemas_are_refused_and_never_stored(api: Api, depth: int) -
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 300, 1200, 20_000])
-async def test_deep_payloads_and_bodies_are_422(api: Api, depth: int) -> None:
+async def test_deep_payloads_and_bodies_are_422(api: Api[Hostile], depth: int) -> None:
     room = new_room()
     job = await api.register(room, unique())
     body = f'{{"payload": {nested(depth)}}}'.encode()
@@ -654,7 +672,7 @@ async def test_deep_payloads_and_bodies_are_422(api: Api, depth: int) -> None:
 # --- item 7: the small ones -------------------------------------------------------------
 
 
-async def test_a_chunked_body_over_the_limit_is_413(api: Api) -> None:
+async def test_a_chunked_body_over_the_limit_is_413(api: Api[Hostile]) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"category": "modifiers", "name": "n", "schema": {"pad": "'
         for _ in range(BODY_LIMIT // 1024 + 1):
@@ -668,7 +686,7 @@ async def test_a_chunked_body_over_the_limit_is_413(api: Api) -> None:
         assert_problem(response, 413, "content-too-large")
 
 
-async def test_allow_lists_every_method_of_a_path(api: Api) -> None:
+async def test_allow_lists_every_method_of_a_path(api: Api[Hostile]) -> None:
     worker = await api.create_worker()
     cases = {
         f"/workers/{worker}": {"PATCH", "DELETE"},
@@ -683,21 +701,21 @@ async def test_allow_lists_every_method_of_a_path(api: Api) -> None:
             assert set(response.headers["allow"].split(", ")) == methods, (path, response.headers)
 
 
-async def test_no_redirect_goes_off_site(api: Api) -> None:
+async def test_no_redirect_goes_off_site(api: Api[Hostile]) -> None:
     for path in ["/workers/", "/rooms/r/jobs/", "/tasks/claim/"]:
         response = await api.request("GET", path, headers={"Host": "evil.example"})
         assert "evil.example" not in response.headers.get("location", "")
         assert response.status_code < 500
 
 
-async def test_a_job_name_with_a_slash_is_refused_at_registration(api: Api) -> None:
+async def test_a_job_name_with_a_slash_is_refused_at_registration(api: Api[Hostile]) -> None:
     response = await api.request(
         "PUT", f"/rooms/{new_room()}/jobs", json={"category": "modifiers", "name": "a/b"}
     )
     assert_problem(response, 422, "validation-error")
 
 
-async def test_prefer_wait_with_an_exponent_is_capped_not_shortened(api: Api) -> None:
+async def test_prefer_wait_with_an_exponent_is_capped_not_shortened(api: Api[Hostile]) -> None:
     room = new_room()
     job = await api.register(room, unique())
     task = await api.submit(room, job["full_name"])
@@ -709,7 +727,7 @@ async def test_prefer_wait_with_an_exponent_is_capped_not_shortened(api: Api) ->
     assert elapsed >= LONG_POLL_CAP - 0.1
 
 
-async def test_a_newline_in_a_path_is_answered_as_problem_json(api: Api) -> None:
+async def test_a_newline_in_a_path_is_answered_as_problem_json(api: Api[Hostile]) -> None:
     for path in ["/tasks/abc%0A", "/workers/x%0A", "/tasks/%0A"]:
         response = await api.client.request(
             "PATCH" if path.startswith("/workers") else "GET",
@@ -723,7 +741,9 @@ async def test_a_newline_in_a_path_is_answered_as_problem_json(api: Api) -> None
 # --- item 8: Socket.IO CORS -------------------------------------------------------------
 
 
-async def test_cross_origin_socketio_is_refused_by_default(api: Api, hostile: Hostile) -> None:
+async def test_cross_origin_socketio_is_refused_by_default(
+    api: Api[Hostile], hostile: Hostile
+) -> None:
     handshake = hostile.origin + hostile.process.mount + "/socket.io/?EIO=4&transport=polling"
     evil = await api.client.get(handshake, headers={"Origin": "http://evil.example"})
     assert not breach(hostile, evil.status_code == 200), evil.text
@@ -735,7 +755,7 @@ async def test_cross_origin_socketio_is_refused_by_default(api: Api, hostile: Ho
 # --- item 9: room privacy ---------------------------------------------------------------
 
 
-async def test_can_read_room_guards_rest_reads(api: Api, hostile: Hostile) -> None:
+async def test_can_read_room_guards_rest_reads(api: Api[Hostile], hostile: Hostile) -> None:
     secret = f"secret-{unique()}"
     job = await api.register(secret, unique(), ADMIN)
     provider = (
@@ -775,7 +795,9 @@ async def test_can_read_room_guards_rest_reads(api: Api, hostile: Hostile) -> No
     assert (await api.request("GET", f"/rooms/{new_room()}/tasks", BOB)).status_code == 200
 
 
-async def test_can_serve_job_decides_who_registers_a_worker(api: Api, hostile: Hostile) -> None:
+async def test_can_serve_job_decides_who_registers_a_worker(
+    api: Api[Hostile], hostile: Hostile
+) -> None:
     private = f"private-alice-{unique()}"
     name = unique()
     body = {"category": "modifiers", "name": name, "schema": {}}
@@ -789,7 +811,7 @@ async def test_can_serve_job_decides_who_registers_a_worker(api: Api, hostile: H
     task = await api.submit(private, mine.json()["full_name"], BOB)
     bob_worker = await api.create_worker(BOB)
     assert await api.claim(bob_worker, BOB) is None  # bob's worker serves nothing there
-    assert (await api.claim(mine.json()["worker_id"], ALICE))["id"] == task["id"]
+    assert (await api.claim_one(mine.json()["worker_id"], ALICE))["id"] == task["id"]
 
 
 # --- with Redis: every key has a TTL; cross-origin Socket.IO when the host asks ----------
@@ -820,7 +842,7 @@ def with_redis(
 async def test_every_redis_key_has_a_ttl(with_redis: tuple[Hostile, str, str]) -> None:
     hostile, redis_url, prefix = with_redis
     async with httpx.AsyncClient(timeout=30) as client:
-        api = Api(client, hostile)  # type: ignore[arg-type]
+        api = Api(client, hostile)
         room = new_room()
         response = await api.request(
             "PUT", f"/rooms/{room}/providers", json={"category": "files", "name": unique()}
@@ -833,16 +855,16 @@ async def test_every_redis_key_has_a_ttl(with_redis: tuple[Hostile, str, str]) -
                 assert upload.status_code == 204, upload.text
         job = await api.register(room, unique())
         task = await api.submit(room, job["full_name"])
-        assert (await api.claim(job["worker_id"]))["id"] == task["id"]
-    client = redis.Redis.from_url(redis_url)
+        assert (await api.claim_one(job["worker_id"]))["id"] == task["id"]
+    store = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=prefix + "*"))
+        keys = list(store.scan_iter(match=prefix + "*"))
         assert len(keys) >= 5, keys  # 3 results and 2 in-flight locks at least
         for key in keys:
             # -1: no expiry. (-2 or 0: expiring or expired since the scan, on a slow run.)
-            assert client.ttl(key) != -1, key
+            assert store.ttl(key) != -1, key
     finally:
-        client.close()
+        store.close()
 
 
 async def test_cross_origin_socketio_only_for_origins_the_host_allows(
@@ -861,7 +883,7 @@ async def test_cross_origin_socketio_only_for_origins_the_host_allows(
 # --- the run as a whole -----------------------------------------------------------------
 
 
-async def test_zz_the_run_had_no_5xx_and_no_traceback(api: Api, hostile: Hostile) -> None:
+async def test_zz_the_run_had_no_5xx_and_no_traceback(api: Api[Hostile], hostile: Hostile) -> None:
     log = hostile.log.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in log, log[-4000:]
     assert hostile.figures["5xx"] == 0

@@ -17,7 +17,8 @@ from tests.support.server import ServerProcess, serve
 
 @pytest.fixture(scope="module", params=DATABASES)
 def kind(request: pytest.FixtureRequest) -> str:
-    return request.param
+    database: str = request.param
+    return database
 
 
 @pytest.fixture
@@ -35,7 +36,8 @@ def lifespan_on(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 async def started(client: httpx.AsyncClient, server: ServerProcess) -> bool:
     response = await client.get(server.origin + "/joblib-started")
     assert response.status_code == 200
-    return response.json()["started"]
+    answer: bool = response.json()["started"]
+    return answer
 
 
 def assert_stops_gracefully(server: ServerProcess) -> None:
@@ -49,7 +51,7 @@ async def full_cycle(api: Api) -> None:
     room = new_room()
     job = await api.register(room, unique())
     task = await api.submit(room, job["full_name"])
-    assert (await api.claim(job["worker_id"]))["id"] == task["id"]
+    assert (await api.claim_one(job["worker_id"]))["id"] == task["id"]
     assert (await api.patch_task(task["id"], "running")).status_code == 200
     done = await api.patch_task(task["id"], "completed")
     assert done.json()["status"] == "completed"

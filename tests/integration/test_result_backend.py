@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,7 +23,7 @@ KEY = "provider-result:@global:files:abc123"
 LOCK = "provider-inflight:@global:files:abc123"
 
 
-class Backend(ResultBackend):
+class Backend(ResultBackend, Protocol):
     """The protocol plus the lifecycle both implementations have."""
 
     async def start(self) -> None: ...

@@ -99,6 +99,12 @@ class Api(Generic[ServerT]):
         task: dict[str, Any] | None = response.json()["task"]
         return task
 
+    async def claim_one(self, worker_id: str, token: str = ALICE) -> dict[str, Any]:
+        """Claim once where a task is due to be claimed; that task (``None`` fails the test)."""
+        task = await self.claim(worker_id, token)
+        assert task is not None, "no task was claimed"
+        return task
+
     async def patch_task(
         self, task_id: str, status: str, token: str = ALICE, error: str | None = None
     ) -> httpx.Response:
@@ -118,7 +124,7 @@ class Api(Generic[ServerT]):
         self,
         room: str,
         name: str,
-        token: str = ALICE,
+        token: str | None = ALICE,
         *,
         category: str = "files",
         content_type: str = "application/json",
@@ -211,6 +217,13 @@ async def claim(api: httpx.AsyncClient, worker_id: str, **headers: str) -> dict[
     response = await api.post("/tasks/claim", json={"worker_id": worker_id}, headers=headers)
     assert response.status_code == 200, response.text
     task: dict[str, Any] | None = response.json()["task"]
+    return task
+
+
+async def claim_one(api: httpx.AsyncClient, worker_id: str, **headers: str) -> dict[str, Any]:
+    """Claim once where a task is due to be claimed; that task (``None`` fails the test)."""
+    task = await claim(api, worker_id, **headers)
+    assert task is not None, "no task was claimed"
     return task
 
 

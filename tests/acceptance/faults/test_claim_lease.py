@@ -29,7 +29,8 @@ SLACK = 3.0
 
 async def _waiters(server: ServerProcess, channel: str) -> int:
     async with httpx.AsyncClient(base_url=server.origin, timeout=5) as http:
-        return (await http.get(f"/joblib-waiters/{channel}")).json()["count"]
+        count: int = (await http.get(f"/joblib-waiters/{channel}")).json()["count"]
+        return count
 
 
 async def _wait_waiters(server: ServerProcess, channel: str, count: int, within: float) -> None:

@@ -94,7 +94,8 @@ async def test_hung_then_dead_redis_never_blocks_the_task_path(
                 response = await request
                 latencies.append(time.monotonic() - started)
                 assert response.status_code in (200, 202), response.text
-                return response.json()
+                body: dict[str, Any] = response.json()
+                return body
 
             async def cycle() -> None:
                 await timed(api_a.post(f"/rooms/{room}/tasks/{name}", json={"payload": {}}))
@@ -107,6 +108,7 @@ async def test_hung_then_dead_redis_never_blocks_the_task_path(
             while (await api_b.post("/tasks/claim", json={"worker_id": worker})).json()["task"]:
                 pass
 
+            assert redis_server.process is not None
             os.kill(redis_server.process.pid, signal.SIGSTOP)
             try:
                 deadline = time.monotonic() + HANG_SECONDS

@@ -28,7 +28,8 @@ async def _register(api: httpx.AsyncClient, room: str, name: str, **policy: Any)
     body = {"category": "modifiers", "name": name, "schema": {}, **policy}
     response = await api.put(f"/rooms/{room}/jobs", json=body)
     assert response.status_code in (200, 201), response.text
-    return response.json()
+    registered: dict[str, Any] = response.json()
+    return registered
 
 
 def _log_has(server: ServerProcess, text: str) -> bool:
@@ -60,7 +61,8 @@ async def _running(api: httpx.AsyncClient, room: str, job: dict[str, Any]) -> di
     assert claimed["task"]["id"] == task["id"]
     answer = await api.patch(f"/tasks/{task['id']}", json={"status": "running"})
     assert answer.status_code == 200, answer.text
-    return answer.json()
+    running: dict[str, Any] = answer.json()
+    return running
 
 
 async def test_worker_reattaching_within_the_grace_period_completes_its_task(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -65,7 +66,7 @@ async def test_failing_task_is_failed_with_the_error_text(
     http: httpx.AsyncClient,
     room_events: OpenRoomEvents,
     job: str,
-    payload: dict,
+    payload: dict[str, Any],
     error: str,
 ) -> None:
     room = new_room()
@@ -180,7 +181,7 @@ async def test_run_return_value_is_the_result(
     server: ServerProcess,
     http: httpx.AsyncClient,
     room_events: OpenRoomEvents,
-    payload: dict,
+    payload: dict[str, Any],
     status: str,
     result: object,
     error: str | None,

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -111,7 +112,7 @@ async def test_worker_process_reports_failure(
 async def test_worker_process_reports_the_result(
     worker: TaskiqWorker,
     http: httpx.AsyncClient,
-    payload: dict,
+    payload: dict[str, Any],
     status: str,
     result: object,
     error: str | None,

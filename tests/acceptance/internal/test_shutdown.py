@@ -37,10 +37,12 @@ async def _start_waiting_task(server: ServerProcess, release: Path) -> str:
 
         async def running() -> bool:
             response = await http.get(f"/tasks/{task['id']}", headers=auth(ADMIN))
-            return response.json()["status"] == "running"
+            status: str = response.json()["status"]
+            return status == "running"
 
         await _until(running, "the internal task to run")
-    return task["id"]
+    task_id: str = task["id"]
+    return task_id
 
 
 def _stored_task(database: Path, task_id: str) -> tuple[str, str | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -16,7 +17,9 @@ _TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 CHUNK = 5000
 
 
-def task_row(status: str, *, created: datetime, finished: datetime | None, job: str) -> dict:
+def task_row(
+    status: str, *, created: datetime, finished: datetime | None, job: str
+) -> dict[str, Any]:
     started = created if status in ("running", *_TERMINAL) else None
     return {
         "id": str(uuid.uuid4()),
@@ -34,7 +37,7 @@ def task_row(status: str, *, created: datetime, finished: datetime | None, job: 
     }
 
 
-async def seed_tasks(url: str, rows: list[dict]) -> None:
+async def seed_tasks(url: str, rows: list[dict[str, Any]]) -> None:
     """Create the tables (as the app does) and insert ``rows`` in chunks."""
     db = Database(url=url)
     await db.create_tables()
@@ -77,7 +80,7 @@ async def seed_finished(url: str, count: int, finished: datetime) -> None:
         await engine.dispose()
 
 
-def finished_rows(count: int, *, created: datetime, finished: datetime) -> list[dict]:
+def finished_rows(count: int, *, created: datetime, finished: datetime) -> list[dict[str, Any]]:
     """``count`` terminal tasks, their statuses in turn."""
     job = str(uuid.uuid4())
     return [

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sync_playwright
 
 from tests.support.databases import DATABASES
 from tests.support.names import ADMIN, ALICE, BOB, PROBLEM, auth, new_room, unique
@@ -53,19 +54,22 @@ class Rest:
         self.base = server.base
         self.client = httpx.Client(timeout=30)
 
-    def call(self, method: str, path: str, token: str = ALICE, **kwargs: object) -> dict:
-        response = self.client.request(method, self.base + path, headers=auth(token), **kwargs)
+    def call(
+        self, method: str, path: str, token: str = ALICE, *, json: Any = None
+    ) -> dict[str, Any]:
+        response = self.client.request(method, self.base + path, headers=auth(token), json=json)
         assert response.status_code < 300, response.text
-        return response.json() if response.content else {}
+        body: dict[str, Any] = response.json() if response.content else {}
+        return body
 
-    def register(self, room: str, token: str = ALICE) -> dict:
+    def register(self, room: str, token: str = ALICE) -> dict[str, Any]:
         body = {"category": "modifiers", "name": unique("Job"), "schema": {}}
         return self.call("PUT", f"/rooms/{room}/jobs", token, json=body)
 
-    def submit(self, room: str, job: str, token: str = ALICE) -> dict:
+    def submit(self, room: str, job: str, token: str = ALICE) -> dict[str, Any]:
         return self.call("POST", f"/rooms/{room}/tasks/{job}", token, json={"payload": {"n": 1}})
 
-    def patch(self, task_id: str, body: dict, token: str = ALICE) -> dict:
+    def patch(self, task_id: str, body: dict[str, Any], token: str = ALICE) -> dict[str, Any]:
         return self.call("PATCH", f"/tasks/{task_id}", token, json=body)
 
 
@@ -77,14 +81,19 @@ def rest(server: ServerProcess) -> Iterator[Rest]:
 
 
 def open_dashboard(
-    browser: Browser, server: ServerProcess, token: str, *, cookie: bool, **context: object
+    browser: Browser,
+    server: ServerProcess,
+    token: str,
+    *,
+    cookie: bool,
+    viewport: ViewportSize | None = None,
 ) -> Page:
     """A page of its own, authenticated by the host's cookie or by a header."""
     if cookie:
-        ctx = browser.new_context(**context)
+        ctx = browser.new_context(viewport=viewport)
         ctx.add_cookies([{"name": "joblib_token", "value": token, "url": server.origin}])
     else:
-        ctx = browser.new_context(extra_http_headers=auth(token), **context)
+        ctx = browser.new_context(extra_http_headers=auth(token), viewport=viewport)
     page = ctx.new_page()
     page.goto(server.base + "/dashboard")
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +28,8 @@ from tests.support.services import delete_redis_prefix, require_redis
 
 SCRAPER = "scrape-secret"
 FLUSH_TIMEOUT = 15.0
+# Sample name and sorted labels to value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -50,11 +53,11 @@ def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Ser
             delete_redis_prefix(redis_url, prefix)
 
 
-def _seconds(task: dict, start: str, end: str) -> float:
+def _seconds(task: dict[str, Any], start: str, end: str) -> float:
     return (datetime.fromisoformat(task[end]) - datetime.fromisoformat(task[start])).total_seconds()
 
 
-def _parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def _parse(text: str) -> Samples:
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -133,7 +136,7 @@ async def test_metrics_after_known_workload(servers: list[ServerProcess]) -> Non
             (other, "pending"): 1,
         }
 
-        async def scrape(api: Api) -> dict:
+        async def scrape(api: Api) -> Samples:
             response = await api.request("GET", "/metrics", ADMIN)
             assert response.status_code == 200, response.text
             assert response.headers["content-type"].startswith("text/plain")

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 
 from tests.support.api import Api
 from tests.support.names import new_room, unique
-from tests.support.providers import FakeProvider
+from tests.support.providers import FakeProvider, ProviderServer
 
 SERVER_SETTINGS = {"ZNDRAW_JOBLIB_PROVIDER_LONG_POLL_MAX_SECONDS": "60"}
 READS = 50
 
 
-def echo(request: dict) -> bytes:
+def echo(request: dict[str, Any]) -> bytes:
     return json.dumps({"params": json.loads(request["params"])}).encode()
 
 
-async def read_many(api: Api, room: str, full_name: str, params: dict) -> list[httpx.Response]:
+async def read_many(
+    api: Api[ProviderServer], room: str, full_name: str, params: dict[str, Any]
+) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=READS)
     async with httpx.AsyncClient(timeout=90, limits=limits) as client:
         reader = Api(client, api.server)
@@ -32,7 +35,7 @@ async def read_many(api: Api, room: str, full_name: str, params: dict) -> list[h
         )
 
 
-async def test_concurrent_identical_reads_coalesce(api: Api) -> None:
+async def test_concurrent_identical_reads_coalesce(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     params = {"file": "big.h5", "frame": "7"}
@@ -49,7 +52,7 @@ async def test_concurrent_identical_reads_coalesce(api: Api) -> None:
         assert [r.status_code for r in await fake.wait_for_uploads(2)] == [204, 204]
 
 
-async def test_reads_racing_the_upload_never_dispatch_twice(api: Api) -> None:
+async def test_reads_racing_the_upload_never_dispatch_twice(api: Api[ProviderServer]) -> None:
     """A provider that answers at once uploads while the same wave of reads still arrives:
     a read that missed the cache just before the upload takes the lock just after it, and
     must find the result instead of asking again."""

@@ -6,12 +6,13 @@ import asyncio
 import json
 import os
 import time
+from typing import Any
 
 import httpx
 
 from tests.support.api import Api, ask_pending
 from tests.support.names import assert_problem, new_room, request_hash, unique
-from tests.support.providers import FakeProvider
+from tests.support.providers import FakeProvider, ProviderServer
 
 READERS = 20
 
@@ -20,7 +21,9 @@ def problem(detail: str) -> bytes:
     return json.dumps({"title": "Provider error", "status": 502, "detail": detail}).encode()
 
 
-async def upload_problem(api: Api, provider: dict, digest: str, detail: str) -> httpx.Response:
+async def upload_problem(
+    api: Api[ProviderServer], provider: dict[str, Any], digest: str, detail: str
+) -> httpx.Response:
     return await api.request(
         "POST",
         f"/providers/{provider['id']}/results",
@@ -29,7 +32,7 @@ async def upload_problem(api: Api, provider: dict, digest: str, detail: str) -> 
     )
 
 
-async def key_waiters(api: Api, key: str, count: int, within: float = 10.0) -> None:
+async def key_waiters(api: Api[ProviderServer], key: str, count: int, within: float = 10.0) -> None:
     """Return once ``count`` reads of the server wait for result-backend ``key``."""
     async with asyncio.timeout(within):
         while True:
@@ -39,7 +42,9 @@ async def key_waiters(api: Api, key: str, count: int, within: float = 10.0) -> N
             await asyncio.sleep(0.005)
 
 
-async def test_problem_reaches_every_waiting_reader_at_once_and_is_not_cached(api: Api) -> None:
+async def test_problem_reaches_every_waiting_reader_at_once_and_is_not_cached(
+    api: Api[ProviderServer],
+) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     name = provider["full_name"]
@@ -84,7 +89,7 @@ async def test_problem_reaches_every_waiting_reader_at_once_and_is_not_cached(ap
         assert (await again).json() == {"ok": True}
 
 
-async def test_problem_upload_needs_a_detail_and_an_owner(api: Api) -> None:
+async def test_problem_upload_needs_a_detail_and_an_owner(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     # A read the server waits on, so that only the body is left to judge (issue 11).

@@ -6,19 +6,20 @@ import asyncio
 import json
 import os
 import time
+from typing import Any
 
 from tests.support.api import Api, ask_pending
 from tests.support.names import ADMIN, BOB, assert_problem, new_room, request_hash, unique
-from tests.support.providers import DEFAULT_WAIT, MAX_WAIT, SLACK, FakeProvider
+from tests.support.providers import DEFAULT_WAIT, MAX_WAIT, SLACK, FakeProvider, ProviderServer
 from tests.support.realtime import following
 
 
-def echo(request: dict) -> bytes:
+def echo(request: dict[str, Any]) -> bytes:
     """A JSON answer that names the request it answers."""
     return json.dumps({"params": json.loads(request["params"])}).encode()
 
 
-async def test_miss_dispatches_one_request_then_hits_the_cache(api: Api) -> None:
+async def test_miss_dispatches_one_request_then_hits_the_cache(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     params = {"path": "/data/a.xyz", "frame": "3"}
@@ -50,7 +51,7 @@ async def test_miss_dispatches_one_request_then_hits_the_cache(api: Api) -> None
         assert [r["params"] for r in fake.requests] == [canonical, '{"path":"/data/b.xyz"}']
 
 
-async def test_a_global_provider_is_read_from_any_room(api: Api) -> None:
+async def test_a_global_provider_is_read_from_any_room(api: Api[ProviderServer]) -> None:
     provider = await api.register_provider("@global", unique(), ADMIN)
     async with FakeProvider(api.server, provider, token=ADMIN, answer=echo):
         for room in (new_room(), new_room()):
@@ -59,7 +60,7 @@ async def test_a_global_provider_is_read_from_any_room(api: Api) -> None:
             assert response.json() == {"params": {"q": "1"}}
 
 
-async def test_preference_applied_only_when_the_read_waited(api: Api) -> None:
+async def test_preference_applied_only_when_the_read_waited(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     async with FakeProvider(api.server, provider, answer=echo):
@@ -75,7 +76,7 @@ async def test_preference_applied_only_when_the_read_waited(api: Api) -> None:
         assert "Preference-Applied" not in unasked.headers
 
 
-async def test_a_five_megabyte_binary_result_round_trips(api: Api) -> None:
+async def test_a_five_megabyte_binary_result_round_trips(api: Api[ProviderServer]) -> None:
     room = new_room()
     content_type = "application/x-custom-binary"
     provider = await api.register_provider(room, unique(), content_type=content_type)
@@ -91,7 +92,7 @@ async def test_a_five_megabyte_binary_result_round_trips(api: Api) -> None:
         assert len(fake.requests) == 1
 
 
-async def test_timeout_is_504_with_retry_after(api: Api) -> None:
+async def test_timeout_is_504_with_retry_after(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     async with FakeProvider(api.server, provider) as silent:
@@ -104,7 +105,7 @@ async def test_timeout_is_504_with_retry_after(api: Api) -> None:
         await silent.wait_for_requests(1)
 
 
-async def test_the_wait_defaults_and_is_capped_by_settings(api: Api) -> None:
+async def test_the_wait_defaults_and_is_capped_by_settings(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     async with FakeProvider(api.server, provider):
@@ -123,7 +124,7 @@ async def test_the_wait_defaults_and_is_capped_by_settings(api: Api) -> None:
         assert MAX_WAIT <= elapsed < MAX_WAIT + SLACK, elapsed
 
 
-async def test_a_late_answer_serves_the_next_read(api: Api) -> None:
+async def test_a_late_answer_serves_the_next_read(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     params = {"slow": "yes"}
@@ -138,7 +139,7 @@ async def test_a_late_answer_serves_the_next_read(api: Api) -> None:
         assert response.json() == {"late": True}
 
 
-async def test_a_waiting_read_is_woken_by_the_upload(api: Api) -> None:
+async def test_a_waiting_read_is_woken_by_the_upload(api: Api[ProviderServer]) -> None:
     """The reader is already waiting when the (manual) upload lands."""
     room = new_room()
     provider = await api.register_provider(room, unique(), content_type="text/plain")
@@ -155,7 +156,7 @@ async def test_a_waiting_read_is_woken_by_the_upload(api: Api) -> None:
         assert response.content == b"plain text"
 
 
-async def test_a_superuser_may_upload_for_any_provider(api: Api) -> None:
+async def test_a_superuser_may_upload_for_any_provider(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     digest = await ask_pending(api, room, provider["full_name"], {"by": "admin"})
@@ -166,7 +167,13 @@ async def test_a_superuser_may_upload_for_any_provider(api: Api) -> None:
     assert read.json() == [1, 2, 3]
 
 
-async def _cached(api: Api, room: str, provider: dict, params: dict, data: bytes) -> None:
+async def _cached(
+    api: Api[ProviderServer],
+    room: str,
+    provider: dict[str, Any],
+    params: dict[str, Any],
+    data: bytes,
+) -> None:
     """Store a result for ``params`` and read it back as a cache hit."""
     digest = await ask_pending(api, room, provider["full_name"], params)
     assert (await api.upload(provider["id"], digest, data)).status_code == 204
@@ -174,7 +181,7 @@ async def _cached(api: Api, room: str, provider: dict, params: dict, data: bytes
     assert hit.status_code == 200 and hit.content == data, hit.text
 
 
-async def test_a_deleted_provider_is_not_read_from_the_cache(api: Api) -> None:
+async def test_a_deleted_provider_is_not_read_from_the_cache(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     await _cached(api, room, provider, {"f": "1"}, b"1")
@@ -183,7 +190,9 @@ async def test_a_deleted_provider_is_not_read_from_the_cache(api: Api) -> None:
     assert_problem(gone, 404, "provider-not-found")
 
 
-async def test_a_cleaned_up_workers_provider_is_not_read_from_the_cache(api: Api) -> None:
+async def test_a_cleaned_up_workers_provider_is_not_read_from_the_cache(
+    api: Api[ProviderServer],
+) -> None:
     room = new_room()
     worker = await api.create_worker()
     provider = await api.register_provider(room, unique(), worker_id=worker)
@@ -193,7 +202,7 @@ async def test_a_cleaned_up_workers_provider_is_not_read_from_the_cache(api: Api
     assert_problem(gone, 404, "provider-not-found")
 
 
-async def test_a_hit_uses_the_current_content_type(api: Api) -> None:
+async def test_a_hit_uses_the_current_content_type(api: Api[ProviderServer]) -> None:
     room, name = new_room(), unique()
     provider = await api.register_provider(room, name, content_type="application/json")
     await _cached(api, room, provider, {"f": "1"}, b"1")
@@ -205,7 +214,7 @@ async def test_a_hit_uses_the_current_content_type(api: Api) -> None:
     assert hit.headers["content-type"].startswith("text/plain")
 
 
-async def test_a_hit_still_checks_the_room(api: Api) -> None:
+async def test_a_hit_still_checks_the_room(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     await _cached(api, room, provider, {"f": "1"}, b"1")

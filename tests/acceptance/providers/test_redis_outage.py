@@ -44,7 +44,7 @@ def server(
 
 
 @pytest.fixture
-async def api(server: ProviderServer) -> AsyncIterator[Api]:
+async def api(server: ProviderServer) -> AsyncIterator[Api[ProviderServer]]:
     async with httpx.AsyncClient(timeout=30) as client:
         yield Api(client, server)
 
@@ -56,7 +56,9 @@ async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, flo
     return response, time.monotonic() - started
 
 
-async def test_redis_outage_is_503_then_recovers(api: Api, redis_server: RedisServer) -> None:
+async def test_redis_outage_is_503_then_recovers(
+    api: Api[ProviderServer], redis_server: RedisServer
+) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     cached_params = {"frame": "cached"}

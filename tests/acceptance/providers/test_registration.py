@@ -6,7 +6,7 @@ import uuid
 
 from tests.support.api import Api
 from tests.support.names import ADMIN, ALICE, BOB, assert_problem, new_room, request_hash, unique
-from tests.support.providers import FakeProvider
+from tests.support.providers import FakeProvider, ProviderServer
 from tests.support.realtime import following
 
 PROVIDER_FIELDS = {
@@ -21,7 +21,7 @@ PROVIDER_FIELDS = {
 }
 
 
-async def test_register_then_update_is_idempotent(api: Api) -> None:
+async def test_register_then_update_is_idempotent(api: Api[ProviderServer]) -> None:
     room, name = new_room(), unique()
     first = await api.put_provider(room, name, schema={"type": "object"})
     assert first.status_code == 201, first.text
@@ -50,7 +50,7 @@ async def test_register_then_update_is_idempotent(api: Api) -> None:
     assert info.json()["id"] == created["id"]
 
 
-async def test_registering_another_users_provider_is_forbidden(api: Api) -> None:
+async def test_registering_another_users_provider_is_forbidden(api: Api[ProviderServer]) -> None:
     room, name = new_room(), unique()
     created = await api.register_provider(room, name, ALICE, schema={"v": 1})
     response = await api.put_provider(room, name, BOB, schema={"v": 2})
@@ -59,7 +59,7 @@ async def test_registering_another_users_provider_is_forbidden(api: Api) -> None
     assert info.json()["schema"] == {"v": 1}
 
 
-async def test_global_providers_need_a_superuser(api: Api) -> None:
+async def test_global_providers_need_a_superuser(api: Api[ProviderServer]) -> None:
     name = unique()
     assert_problem(await api.put_provider("@global", name, ALICE), 403, "forbidden")
     response = await api.put_provider("@global", name, ADMIN)
@@ -68,27 +68,27 @@ async def test_global_providers_need_a_superuser(api: Api) -> None:
     assert_problem(await api.put_provider("@internal", unique(), ALICE), 403, "forbidden")
 
 
-async def test_category_allow_list(api: Api) -> None:
+async def test_category_allow_list(api: Api[ProviderServer]) -> None:
     response = await api.put_provider(new_room(), unique(), category="modifierz")
     assert_problem(response, 400, "invalid-category")
     response = await api.put_provider(new_room(), unique(), category="data")
     assert response.status_code == 201, response.text
 
 
-async def test_invalid_room_and_unauthenticated(api: Api) -> None:
+async def test_invalid_room_and_unauthenticated(api: Api[ProviderServer]) -> None:
     assert_problem(await api.put_provider("bad:room", unique()), 400, "invalid-room-id")
     assert_problem(await api.put_provider(new_room(), unique(), None), 401)
     room = new_room()
     assert_problem(await api.request("GET", f"/rooms/{room}/providers", None), 401)
 
 
-async def test_registering_with_another_users_worker_is_refused(api: Api) -> None:
+async def test_registering_with_another_users_worker_is_refused(api: Api[ProviderServer]) -> None:
     bobs_worker = await api.create_worker(BOB)
     response = await api.put_provider(new_room(), unique(), ALICE, worker_id=bobs_worker)
     assert_problem(response, 404, "worker-not-found")
 
 
-async def test_listing_shows_the_room_and_global_providers(api: Api) -> None:
+async def test_listing_shows_the_room_and_global_providers(api: Api[ProviderServer]) -> None:
     room, other = new_room(), new_room()
     mine = [await api.register_provider(room, unique()) for _ in range(3)]
     elsewhere = await api.register_provider(other, unique())
@@ -112,7 +112,7 @@ async def test_listing_shows_the_room_and_global_providers(api: Api) -> None:
     assert [item["id"] for item in body["items"]] == [item["id"] for item in page["items"][1:3]]
 
 
-async def test_info_follows_room_visibility(api: Api) -> None:
+async def test_info_follows_room_visibility(api: Api[ProviderServer]) -> None:
     room, other = new_room(), new_room()
     local = await api.register_provider(room, unique())
     global_one = await api.register_provider("@global", unique(), ADMIN)
@@ -129,7 +129,7 @@ async def test_info_follows_room_visibility(api: Api) -> None:
     assert_problem(read, 404, "provider-not-found")
 
 
-async def test_register_and_delete_invalidate_the_room(api: Api) -> None:
+async def test_register_and_delete_invalidate_the_room(api: Api[ProviderServer]) -> None:
     room = new_room()
     async with following(api.server, room) as frontend:
         provider = await api.register_provider(room, unique())
@@ -148,13 +148,13 @@ async def test_register_and_delete_invalidate_the_room(api: Api) -> None:
     assert_problem(again, 404, "provider-not-found")
 
 
-async def test_a_superuser_may_delete_any_provider(api: Api) -> None:
+async def test_a_superuser_may_delete_any_provider(api: Api[ProviderServer]) -> None:
     provider = await api.register_provider(new_room(), unique(), BOB)
     response = await api.request("DELETE", f"/providers/{provider['id']}", ADMIN)
     assert response.status_code == 204, response.text
 
 
-async def test_refused_uploads_store_nothing(api: Api) -> None:
+async def test_refused_uploads_store_nothing(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     params = {"file": "a.xyz"}
@@ -179,7 +179,7 @@ async def test_refused_uploads_store_nothing(api: Api) -> None:
         assert len(fake.requests) == 1
 
 
-async def test_deleting_a_worker_removes_its_providers(api: Api) -> None:
+async def test_deleting_a_worker_removes_its_providers(api: Api[ProviderServer]) -> None:
     room, other_room = new_room(), new_room()
     worker = await api.create_worker()
     served = [
@@ -203,7 +203,7 @@ async def test_deleting_a_worker_removes_its_providers(api: Api) -> None:
     assert room in cleaned and other_room in cleaned
 
 
-async def test_deleting_another_users_worker_is_forbidden(api: Api) -> None:
+async def test_deleting_another_users_worker_is_forbidden(api: Api[ProviderServer]) -> None:
     worker = await api.create_worker(ALICE)
     provider = await api.register_provider(new_room(), unique(), worker_id=worker)
     assert_problem(await api.request("DELETE", f"/workers/{worker}", BOB), 403, "forbidden")
@@ -213,7 +213,9 @@ async def test_deleting_another_users_worker_is_forbidden(api: Api) -> None:
     assert info.status_code == 200
 
 
-async def test_a_dropped_provider_connection_removes_its_providers(api: Api) -> None:
+async def test_a_dropped_provider_connection_removes_its_providers(
+    api: Api[ProviderServer],
+) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     async with following(api.server, room) as frontend:
@@ -225,7 +227,7 @@ async def test_a_dropped_provider_connection_removes_its_providers(api: Api) -> 
     assert room in api.server.rooms_cleaned()
 
 
-async def test_join_provider_room_checks_the_worker(api: Api) -> None:
+async def test_join_provider_room_checks_the_worker(api: Api[ProviderServer]) -> None:
     provider = await api.register_provider(new_room(), unique())
     intruder = FakeProvider(api.server, provider, token=BOB)
     try:

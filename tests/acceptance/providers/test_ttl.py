@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 from tests.support.api import Api
 from tests.support.names import new_room, unique
-from tests.support.providers import FakeProvider
+from tests.support.providers import FakeProvider, ProviderServer
 
 SERVER_SETTINGS = {"ZNDRAW_JOBLIB_PROVIDER_RESULT_TTL_SECONDS": "1"}
 TTL = 1.0
 
 
-async def test_a_cached_result_expires_after_its_ttl(api: Api) -> None:
+async def test_a_cached_result_expires_after_its_ttl(api: Api[ProviderServer]) -> None:
     room = new_room()
     provider = await api.register_provider(room, unique())
     params = {"frame": "1"}
 
-    def numbered(request: dict) -> bytes:
+    def numbered(request: dict[str, Any]) -> bytes:
         return json.dumps({"answer": len(fake.requests)}).encode()
 
     async with FakeProvider(api.server, provider, answer=numbered) as fake:

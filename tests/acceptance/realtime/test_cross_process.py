@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.api import claim, http, register_job, set_status, submit
+from tests.support.api import claim_one, http, register_job, set_status, submit
 from tests.support.processes import WorkerProcess
 from tests.support.realtime import Room, connect
 from tests.support.server import ServerProcess
@@ -57,10 +57,10 @@ def pair(
         b.stop()
 
 
-async def _running_task(api_b: httpx.AsyncClient, room: Room) -> tuple[dict, str]:
+async def _running_task(api_b: httpx.AsyncClient, room: Room) -> tuple[dict[str, Any], str]:
     job = await register_job(api_b, room.id, "Remote")
     task = await submit(api_b, room.id, job["full_name"])
-    assert (await claim(api_b, job["worker_id"]))["id"] == task["id"]
+    assert (await claim_one(api_b, job["worker_id"]))["id"] == task["id"]
     await set_status(api_b, task["id"], "running")
     return task, job["worker_id"]
 
@@ -77,7 +77,7 @@ async def test_status_event_of_a_task_completed_through_b_reaches_a_client_on_a(
         # of its own, so the reads overlap; the entry is added on receipt, in event order.
         seen: list[list[str | None]] = []
 
-        async def read_back(name: str, data: dict) -> None:
+        async def read_back(name: str, data: dict[str, Any]) -> None:
             # Emitted after commit: a read through the other process, made on receipt,
             # already shows this status (or a later one).
             if name == "task_status_event" and data["room_id"] == room.id:

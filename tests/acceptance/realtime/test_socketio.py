@@ -14,7 +14,7 @@ import time
 import pytest
 import socketio
 
-from tests.support.api import claim, http, register_job, set_status, submit
+from tests.support.api import claim, claim_one, http, register_job, set_status, submit
 from tests.support.names import new_room
 from tests.support.processes import WorkerProcess
 from tests.support.realtime import EventLog, Room, connect
@@ -305,7 +305,7 @@ async def _running_task_of_connected_worker(
     )
     assert answer == {"status": "ok"}
     task = await submit(room.api, room.id, job["full_name"])
-    assert (await claim(room.api, job["worker_id"]))["id"] == task["id"]
+    assert (await claim_one(room.api, job["worker_id"]))["id"] == task["id"]
     await set_status(room.api, task["id"], "running")
     return job["worker_id"], task["id"]
 

@@ -15,7 +15,7 @@ from tests.support.realtime import EventLog, Room, connect
 from tests.support.server import BODY_LIMIT
 
 
-async def running_task(api: Api, room: str, token: str = ALICE) -> tuple[str, dict]:
+async def running_task(api: Api, room: str, token: str = ALICE) -> tuple[str, dict[str, Any]]:
     """A worker of ``token``'s and one of its tasks, claimed and running."""
     worker_id = await api.create_worker(token)
     job = await api.register(room, "Job", token, worker_id=worker_id)
@@ -166,7 +166,7 @@ async def test_cancel_reaches_only_the_claiming_workers_connection(
     try:
         await follower.join_room(room_id)
         task = await api.submit(room_id, job["full_name"])
-        assert (await api.claim(worker_id))["id"] == task["id"]
+        assert (await api.claim_one(worker_id))["id"] == task["id"]
         if from_status == "running":
             assert (await api.patch_task(task["id"], "running")).status_code == 200
         cancelled = await api.patch_task(task["id"], "cancelled")
@@ -230,7 +230,7 @@ async def test_first_progress_report_may_start_a_claimed_task(api: Api) -> None:
     worker_id = await api.create_worker()
     job = await api.register(room_id, "Job", worker_id=worker_id)
     task = await api.submit(room_id, job["full_name"])
-    assert (await api.claim(worker_id))["id"] == task["id"]
+    assert (await api.claim_one(worker_id))["id"] == task["id"]
     started = await patch(api, task["id"], {"status": "running", "progress": 0.0})
     assert started.status_code == 200, started.text
     assert started.json()["status"] == "running"

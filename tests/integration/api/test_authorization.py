@@ -28,7 +28,7 @@ async def alices_claimed_task(api: Api) -> tuple[str, str]:
     """``(task id, worker id)``: a task alice submitted and her worker claimed."""
     room, job, worker = await alices_job(api)
     task = await api.submit(room, job, ALICE)
-    assert (await api.claim(worker, ALICE))["id"] == task["id"]
+    assert (await api.claim_one(worker, ALICE))["id"] == task["id"]
     return task["id"], worker
 
 
@@ -109,7 +109,7 @@ async def test_the_submitter_may_cancel_a_pending_task(api: Api) -> None:
     # alice cannot cancel bob's pending task either: she is neither submitter nor claimer.
     assert_problem(await api.patch_task(other["id"], "cancelled", ALICE), 403, "forbidden")
     assert (await api.patch_task(other["id"], "cancelled", ADMIN)).status_code == 200
-    assert (await api.claim(worker, ALICE))["id"] == alices["id"]
+    assert (await api.claim_one(worker, ALICE))["id"] == alices["id"]
 
 
 @pytest.mark.parametrize(("actor", "status"), [("alice", 201), ("bob", 404), ("admin", 404)])
@@ -135,7 +135,7 @@ async def test_bobs_worker_never_gets_alices_tasks_through_her_job(api: Api) -> 
     bob_job = await api.register(room, name, BOB)
     assert sorted(bob_job["workers"]) == sorted([alice_worker, bob_job["worker_id"]])
     task = await api.submit(room, job, ALICE)
-    claimed = await api.claim(bob_job["worker_id"], BOB)
+    claimed = await api.claim_one(bob_job["worker_id"], BOB)
     assert claimed["id"] == task["id"]
     assert_problem(await api.patch_task(task["id"], "running", ALICE), 403, "forbidden")
     assert (await api.patch_task(task["id"], "running", BOB)).status_code == 200

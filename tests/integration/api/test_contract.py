@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import pytest
@@ -52,8 +53,8 @@ TASK_KEYS = {
 }
 
 
-def ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
 
 
 async def job_with_worker(api: Api, room: str, token: str = ALICE) -> tuple[str, str]:
@@ -116,7 +117,8 @@ async def test_body_over_the_limit_is_413_problem(api: Api) -> None:
     response = await api.request("POST", f"/rooms/{room}/tasks/{job}", json=big)
     assert_problem(response, 413)
 
-    async def chunks():  # no Content-Length: the limit must hold while streaming too
+    # No Content-Length: the limit must hold while streaming too.
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(4):
             yield b" " * (BODY_LIMIT // 2)
 
@@ -413,7 +415,7 @@ async def test_claim_is_fifo_and_limited_to_the_workers_jobs(api: Api) -> None:
         claimed.append(task["id"])
     assert claimed == submitted
     assert await api.claim(worker) is None
-    assert (await api.claim(other_worker))["id"] == foreign
+    assert (await api.claim_one(other_worker))["id"] == foreign
 
     response = await api.request("POST", "/tasks/claim", json={"worker_id": "no-such-worker"})
     assert_problem(response, 404, "worker-not-found")
@@ -425,7 +427,7 @@ async def test_claim_takes_the_oldest_across_all_the_workers_jobs(api: Api) -> N
     a = (await api.register(room, unique(), worker_id=worker))["full_name"]
     b = (await api.register(room, unique(), worker_id=worker))["full_name"]
     order = [(await api.submit(room, name))["id"] for name in (b, a, b)]
-    got = [(await api.claim(worker))["id"] for _ in order]
+    got = [(await api.claim_one(worker))["id"] for _ in order]
     assert got == order
 
 
@@ -456,12 +458,13 @@ async def task_in_state(api: Api, state: str) -> str:
     room = new_room()
     job, worker = await job_with_worker(api, room)
     task = await api.submit(room, job)
+    task_id: str = task["id"]
     if state == "pending":
-        return task["id"]
+        return task_id
     if state == "cancelled":
-        assert (await api.patch_task(task["id"], "cancelled")).status_code == 200
-        return task["id"]
-    assert (await api.claim(worker))["id"] == task["id"]
+        assert (await api.patch_task(task_id, "cancelled")).status_code == 200
+        return task_id
+    assert (await api.claim_one(worker))["id"] == task_id
     path = {
         "claimed": [],
         "running": ["running"],
@@ -469,8 +472,8 @@ async def task_in_state(api: Api, state: str) -> str:
         "failed": ["failed"],
     }[state]
     for step in path:
-        assert (await api.patch_task(task["id"], step)).status_code == 200
-    return task["id"]
+        assert (await api.patch_task(task_id, step)).status_code == 200
+    return task_id
 
 
 @pytest.mark.parametrize("current", STATUSES)
@@ -499,7 +502,7 @@ async def test_timestamps_and_error(api: Api) -> None:
     job, worker = await job_with_worker(api, room)
     task = await api.submit(room, job)
     created = ts(task["created_at"])
-    claimed = await api.claim(worker)
+    claimed = await api.claim_one(worker)
     assert claimed["started_at"] is None and claimed["completed_at"] is None
 
     running = (await api.patch_task(task["id"], "running")).json()
@@ -640,9 +643,9 @@ async def test_deleting_a_worker_fails_its_tasks_and_soft_deletes_orphan_jobs(ap
     claimed = await api.submit(room, busy)
     running = await api.submit(room, busy)
     done = await api.submit(room, busy)
-    assert (await api.claim(worker))["id"] == claimed["id"]
-    assert (await api.claim(worker))["id"] == running["id"]
-    assert (await api.claim(worker))["id"] == done["id"]
+    assert (await api.claim_one(worker))["id"] == claimed["id"]
+    assert (await api.claim_one(worker))["id"] == running["id"]
+    assert (await api.claim_one(worker))["id"] == done["id"]
     assert (await api.patch_task(running["id"], "running")).status_code == 200
     await api.patch_task(done["id"], "running")
     assert (await api.patch_task(done["id"], "completed")).status_code == 200

@@ -20,6 +20,7 @@ from joblib_app.models import (
     worker_table,
 )
 from joblib_app.store import jobs, sqlite, task_submit, tasks, workers
+from joblib_app.store.connection import Row
 from joblib_app.store.database import Database
 from joblib_app.store.sqlite import SQLiteConnection
 
@@ -35,6 +36,12 @@ def plan_of(conn: Any, statement: Any, parameters: Any = None) -> Any:
     return conn._statements.plan(statement, parameters)
 
 
+def present(row: Row | None) -> Row:
+    """A row the store must have returned."""
+    assert row is not None
+    return row
+
+
 def same_values(fast: Any, slow: Any) -> None:
     """Equal, of the same types, datetimes in the same zone."""
     assert tuple(fast) == tuple(slow)
@@ -48,7 +55,10 @@ def same_values(fast: Any, slow: Any) -> None:
 
 def stored(conn: Any, table: Table, where: str, value: Any) -> tuple[Any, ...]:
     """The row as SQLite stores it, with no type processing."""
-    return conn.raw.execute(f"SELECT * FROM {table.name} WHERE {where} = ?", (value,)).fetchone()
+    row: tuple[Any, ...] = conn.raw.execute(
+        f"SELECT * FROM {table.name} WHERE {where} = ?", (value,)
+    ).fetchone()
+    return row
 
 
 ROWS: dict[str, dict[str, Any]] = {
@@ -138,6 +148,7 @@ async def test_insert_and_select_match_sqlalchemy(db: Database, table: Table) ->
         ]
 
     async with db.read() as conn:
+        assert isinstance(conn, SQLiteConnection)
         for values in (slow_values, fast_values):
             params = {"key": values[key.name]}
             reference = conn.sync_connection.execute(get, params).one()
@@ -151,6 +162,7 @@ async def test_insert_and_select_match_sqlalchemy(db: Database, table: Table) ->
 
 async def test_store_task_cycle_matches_sqlalchemy(db: Database) -> None:
     async with db.write() as conn:
+        assert isinstance(conn, SQLiteConnection)
         worker = await workers.create_worker(conn, "alice", utcnow())
         job = await jobs.insert_job(
             conn,
@@ -184,7 +196,7 @@ async def test_store_task_cycle_matches_sqlalchemy(db: Database) -> None:
         ).one()
         same_values(inserted[-1], reference)
 
-        claimed = [await tasks.claim_next(conn, worker.id) for _ in range(2)]
+        claimed = [present(await tasks.claim_next(conn, worker.id)) for _ in range(2)]
         assert [row.id for row in claimed] == [inserted[0].id, inserted[1].id]
         assert all(row.status == "claimed" and row.worker_id == worker.id for row in claimed)
         stmt = sqlite.RULES.claim_statement(owner_checked=False)
@@ -214,17 +226,18 @@ async def test_store_task_cycle_matches_sqlalchemy(db: Database) -> None:
         assert gone is None
 
     async with db.read() as conn:
+        assert isinstance(conn, SQLiteConnection)
         for row in inserted:
             await tasks.get_task_with_owner(conn, row.id)
         for row in inserted:
-            fast = await tasks.get_task_with_owner(conn, row.id)
+            fast = present(await tasks.get_task_with_owner(conn, row.id))
             assert plan_of(conn, tasks._GET_TASK_WITH_OWNER, {"task_id": row.id}) is not None
             reference = conn.sync_connection.execute(
                 tasks._GET_TASK_WITH_OWNER, {"task_id": row.id}
             ).one()
             same_values(fast, reference)
         assert fast.worker_user_id is None
-        owned = await tasks.get_task_with_owner(conn, claimed[0].id)
+        owned = present(await tasks.get_task_with_owner(conn, claimed[0].id))
         assert owned.worker_user_id == "alice"
         seq, task_id, *_rest = owned
         assert (seq, task_id) == (owned[0], owned.id) == (owned.seq, owned[1])
@@ -245,6 +258,7 @@ async def test_result_methods_match_sqlalchemy(db: Database) -> None:
     count = select(func.count()).select_from(worker_table)
 
     async with db.read() as conn:
+        assert isinstance(conn, SQLiteConnection)
         await conn.execute(by_user, {"user_id": "a"})
         await conn.execute(count)
 
@@ -316,6 +330,7 @@ async def test_errors_are_sqlalchemys(db: Database) -> None:
             await conn.execute(insert, values)
     with pytest.raises(exc.IntegrityError) as slow:
         async with db.write() as conn:
+            assert isinstance(conn, SQLiteConnection)
             conn.sync_connection.execute(insert, values)
     assert type(fast.value.orig) is type(slow.value.orig)
     assert str(fast.value.orig) == str(slow.value.orig)
@@ -346,6 +361,7 @@ async def test_other_statements_take_sqlalchemys_path(db: Database) -> None:
 
 async def test_statements_built_per_call_do_not_pile_up(db: Database) -> None:
     async with db.read() as conn:
+        assert isinstance(conn, SQLiteConnection)
         assert conn._statements is not None
         before = len(conn._statements._seen)
         for i in range(300):

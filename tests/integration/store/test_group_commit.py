@@ -44,7 +44,8 @@ async def user_ids(db: Database) -> list[str]:
 
 async def insert(db: Database, user_id: str) -> str:
     async with db.write() as conn:
-        return (await workers.create_worker(conn, user_id, utcnow())).id
+        worker_id: str = (await workers.create_worker(conn, user_id, utcnow())).id
+        return worker_id
 
 
 async def test_concurrent_blocks_share_one_commit(
