@@ -13,12 +13,15 @@ import pytest
 from tests.support.api import post_task
 from tests.support.fixtures import OpenRoomEvents
 from tests.support.internal_jobs import ANSWER, EXPLODE, GREET, WAIT, Greet
+from tests.support.internal_results import (
+    ANSWER_CASES,
+    ANSWER_FIELDS,
+    SMALL_RESULTS,
+    assert_ended_as,
+)
 from tests.support.names import ADMIN, ALICE, auth, new_room
 from tests.support.server import ServerProcess, sqlite_env, start_internal_server
 from tests.support.waiting import wait_terminal
-
-RESULT_LIMIT = 200
-SMALL_RESULTS = {"ZNDRAW_JOBLIB_MAX_TASK_RESULT_BYTES": str(RESULT_LIMIT)}
 
 
 @pytest.fixture(scope="module")
@@ -168,15 +171,7 @@ async def test_no_task_available_is_sent_for_internal_tasks(
         await http.delete(f"/workers/{worker_id}", headers=auth(ADMIN))
 
 
-@pytest.mark.parametrize(
-    ("payload", "status", "result", "error"),
-    [
-        ({"size": 10}, "completed", {"text": "x" * 10, "size": 10}, None),
-        ({"size": RESULT_LIMIT}, "failed", None, "result too large: The task result is"),
-        ({"opaque": True}, "failed", None, "result is not JSON-serialisable"),
-    ],
-    ids=["json", "too-large", "not-json"],
-)
+@pytest.mark.parametrize(ANSWER_FIELDS, ANSWER_CASES)
 async def test_run_return_value_is_the_result(
     server: ServerProcess,
     http: httpx.AsyncClient,
@@ -192,10 +187,6 @@ async def test_run_return_value_is_the_result(
     task = (await post_task(http, room, ANSWER, payload)).json()
 
     final = await wait_terminal(http, task["id"])
-    assert (final["status"], final["result"]) == (status, result)
-    if error is None:
-        assert final["error"] is None
-    else:
-        assert final["error"].startswith(error)
+    assert_ended_as(final, status, result, error)
     await events.wait_for_status(task["id"], status)
     assert events.statuses(task["id"]) == ["claimed", "running", status]

@@ -14,6 +14,12 @@ import pytest
 from tests.support.api import post_task
 from tests.support.fixtures import OpenRoomEvents
 from tests.support.internal_jobs import ANSWER, EXPLODE, GREET, SLEEP, WAIT
+from tests.support.internal_results import (
+    ANSWER_CASES,
+    ANSWER_FIELDS,
+    SMALL_RESULTS,
+    assert_ended_as,
+)
 from tests.support.names import ALICE, auth, new_room
 from tests.support.processes import TaskiqWorker
 from tests.support.server import ServerProcess, free_port, sqlite_env, start_internal_server
@@ -26,10 +32,6 @@ def redis_env(redis_url: str, prefix: str) -> dict[str, str]:
         "JOBLIB_TEST_REDIS_PREFIX": prefix,
         "JOBLIB_TEST_BROKER_REDIS": redis_url,
     }
-
-
-RESULT_LIMIT = 200
-SMALL_RESULTS = {"ZNDRAW_JOBLIB_MAX_TASK_RESULT_BYTES": str(RESULT_LIMIT)}
 
 
 @pytest.fixture(scope="module")
@@ -100,15 +102,7 @@ async def test_worker_process_reports_failure(
     assert events.statuses(task["id"]) == ["claimed", "running", "failed"]
 
 
-@pytest.mark.parametrize(
-    ("payload", "status", "result", "error"),
-    [
-        ({"size": 10}, "completed", {"text": "x" * 10, "size": 10}, None),
-        ({"size": RESULT_LIMIT}, "failed", None, "result too large: The task result is"),
-        ({"opaque": True}, "failed", None, "result is not JSON-serialisable"),
-    ],
-    ids=["json", "too-large", "not-json"],
-)
+@pytest.mark.parametrize(ANSWER_FIELDS, ANSWER_CASES)
 async def test_worker_process_reports_the_result(
     worker: TaskiqWorker,
     http: httpx.AsyncClient,
@@ -120,11 +114,7 @@ async def test_worker_process_reports_the_result(
     task = (await post_task(http, new_room(), ANSWER, payload)).json()
 
     final = await wait_terminal(http, task["id"])
-    assert (final["status"], final["result"]) == (status, result), (final, worker.output)
-    if error is None:
-        assert final["error"] is None
-    else:
-        assert final["error"].startswith(error)
+    assert_ended_as(final, status, result, error, worker.output)
 
 
 # Issue 10 asks for a 30 s task: several of redis-py's 5 s socket timeouts in a row.
