@@ -36,6 +36,7 @@ _EXPORTS = {
     "RedisListBroker": "joblib_app.internal.redis_broker",
     "ResultBackend": "joblib_app.providers.backend",
     "ResultBackendUnavailable": "joblib_app.providers.backend",
+    "SchemaOutdated": "joblib_app.store.schema",
     "database_executor": "joblib_app.internal.executor",
     "rest_executor": "joblib_app.internal.executor",
     "static_token_authenticator": "joblib_app.auth",
@@ -56,6 +57,7 @@ __all__ = [
     "RedisResultBackend",
     "ResultBackend",
     "ResultBackendUnavailable",
+    "SchemaOutdated",
     "create_joblib_app",
     "database_executor",
     "register_internal_tasks",
@@ -91,3 +93,4 @@ if TYPE_CHECKING:
     from joblib_app.providers.memory import InMemoryResultBackend
     from joblib_app.providers.redis_backend import RedisResultBackend
     from joblib_app.settings import JobLibSettings
+    from joblib_app.store.schema import SchemaOutdated

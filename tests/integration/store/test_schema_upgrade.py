@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import Column, Index, MetaData, Table
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from joblib_app import SchemaOutdated
 from joblib_app.store.database import TABLES, Database
-from joblib_app.store.schema import SchemaOutdated
 from tests.support.databases import DATABASES, fresh_postgres, sqlite_url
 from tests.support.in_process import serve_in_process
 from tests.support.names import ALICE, auth, new_room
