@@ -24,10 +24,11 @@ BODY_LIMIT = 4096
 # A dropped connection's workers are cleaned up after this (the default 10 s would make the
 # tests of that cleanup slow).
 RECONNECT_GRACE = {"ZNDRAW_JOBLIB_WORKER_RECONNECT_GRACE_SECONDS": "0.2"}
-# uvicorn on uvloop runs due timers before it reads the sockets: a server process stalled for
-# longer than the keep-alive timeout (seen on a loaded CI machine) closes, on waking, a kept-
-# alive connection whose next request is already waiting, and the client reads a reset. The
-# tests count every answer, so the timeout is longer than any stall they should survive.
+# A uvicorn process stalled for longer than its keep-alive timeout (5 s by default; a loaded
+# CI machine did) can close, on waking, a kept-alive connection whose next request is
+# already waiting: the keep-alive timer fires before the request is read, and the client
+# reads a reset. The tests count every answer, so the timeout is longer than any stall they
+# should survive.
 KEEP_ALIVE_SECONDS = 120
 # Every server started in this test process, in order: a failed test's report shows the
 # logs of those it may have talked to (see tests.support.fixtures).

@@ -40,6 +40,7 @@ def test_require_owner_wording(superuser_may: bool, detail: str) -> None:
 
 def test_who_may_update_a_task() -> None:
     # A task row as ``get_task_with_owner`` reads it: submitted by bob, claimed by alice's.
+    # (A SimpleNamespace with the two fields the rule reads stands in for a store Record.)
     row = SimpleNamespace(created_by="bob", worker_user_id="alice")
     assert may_update_task(ALICE, row, TaskStatus.RUNNING)  # type: ignore[arg-type]
     assert may_update_task(ROOT, row, TaskStatus.FAILED)  # type: ignore[arg-type]

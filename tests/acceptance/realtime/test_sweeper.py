@@ -163,6 +163,7 @@ async def test_a_failing_cycle_is_logged_and_the_next_one_runs(
         stop.set()
 
     monkeypatch.setattr(sweeper, "sweep_once", flaky_sweep)
+    # The loop reads only ``settings`` of its context (the cycle is replaced above).
     ctx = SimpleNamespace(settings=JobLibSettings(sweeper_interval_seconds=0.01))
     with caplog.at_level(logging.ERROR, logger="joblib_app.sweeper"):
         await asyncio.wait_for(sweeper.run_sweeper(ctx, stop), timeout=5)  # type: ignore[arg-type]

@@ -329,6 +329,7 @@ async def test_a_cancelled_statement_never_reaches_the_next_caller(postgres_url:
             await task
         async with db.read() as conn:
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+            # ``raw`` is typed as the contract's connection; on this driver it is asyncpg's.
             assert conn.raw.get_server_pid() != first  # type: ignore[attr-defined]
     finally:
         await db.dispose()

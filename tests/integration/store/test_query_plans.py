@@ -37,6 +37,8 @@ async def _plan(
     """
     # The engine itself (not the store's in-loop SQLite path): plain driver SQL on both.
     async with db.engine.connect() as conn:
+        # ``statement`` is typed as the store's executable, which need not be compilable;
+        # these are SQLAlchemy constructs.
         compiled = statement.compile(dialect=conn.dialect)  # type: ignore[attr-defined]
         expanded = compiled.construct_expanded_state(params)
         sql = expanded.statement
