@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 import socketio
 
@@ -37,8 +38,17 @@ def socketio_path(server: Reachable) -> str:
 class EventLog:
     """A Socket.IO client that records every event it receives, in order."""
 
-    def __init__(self) -> None:
-        self.client = socketio.AsyncClient(reconnection=False)
+    def __init__(self, transport: str = "websocket") -> None:
+        """A client for ``transport``: ``websocket`` or ``polling``."""
+        self.transport = transport
+        # A polling client's HTTP session is ours rather than python-engineio's: on an
+        # error status (a session the server ended) engine.io's client closes its own
+        # session at once without reading the answer, whose body may still be on its way;
+        # aiohttp then finalizes that connection unreleased, a ResourceWarning at a later
+        # garbage collection, which failed whichever test ran then. Ours stays open until
+        # :meth:`disconnect`, so the answer completes and releases its connection.
+        self._http = aiohttp.ClientSession() if transport == "polling" else None
+        self.client = socketio.AsyncClient(reconnection=False, http_session=self._http)
         self.events: list[Event] = []
         self._changed = asyncio.Condition()
         # Called with each event as it arrives, after it is recorded.
@@ -58,22 +68,24 @@ class EventLog:
         token: str | None,
         *,
         in_header: bool = False,
-        transport: str = "websocket",
     ) -> EventLog:
-        """Connect over ``transport`` (``websocket`` or ``polling``), with the token in the
-        auth payload or in the headers."""
+        """Connect, with the token in the auth payload or in the headers."""
         kwargs: dict[str, Any] = {}
         if token is not None and in_header:
             kwargs["headers"] = {"Authorization": f"Bearer {token}"}
         elif token is not None:
             kwargs["auth"] = {"token": token}
-        await self.client.connect(
-            server.origin,
-            socketio_path=socketio_path(server),
-            transports=[transport],
-            wait_timeout=10,
-            **kwargs,
-        )
+        try:
+            await self.client.connect(
+                server.origin,
+                socketio_path=socketio_path(server),
+                transports=[self.transport],
+                wait_timeout=10,
+                **kwargs,
+            )
+        except BaseException:
+            await self.disconnect()
+            raise
         return self
 
     async def call(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -129,13 +141,18 @@ class EventLog:
         return found[0]
 
     async def disconnect(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection and its HTTP session (idempotent)."""
         await self.client.disconnect()
+        if self._http is not None:
+            await self._http.close()
 
 
-async def connect(server: Reachable, token: str | None, **kwargs: Any) -> EventLog:
-    """A connected :class:`EventLog` (see :meth:`EventLog.connect` for ``kwargs``)."""
-    return await EventLog().connect(server, token, **kwargs)
+async def connect(
+    server: Reachable, token: str | None, *, transport: str = "websocket", **kwargs: Any
+) -> EventLog:
+    """A connected :class:`EventLog` over ``transport`` (see :meth:`EventLog.connect` for
+    ``kwargs``)."""
+    return await EventLog(transport).connect(server, token, **kwargs)
 
 
 @contextlib.asynccontextmanager
