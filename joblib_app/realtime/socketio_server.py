@@ -83,8 +83,17 @@ class JoblibSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         self.accepting_sessions = True
 
     async def handle_request(self, scope: Any, receive: Any, send: Any) -> Any:
-        """engine.io's request handling; a polling GET is counted while it is held."""
-        socket = _polled_socket(self.eio, scope)
+        """engine.io's request handling; a polling GET is counted while it is held.
+
+        While the server is stopping, a polling request of a session it no longer has (one
+        :meth:`stop_sessions` ended) is refused here: engine.io would refuse it the same
+        way (400) but log an ERROR, although the stop ended it and said so.
+        """
+        sid = _polling_sid(scope)
+        if sid is not None and not self.accepting_sessions and sid not in self.eio.sockets:
+            await _refuse_ended_session(send)
+            return None
+        socket = self.eio.sockets.get(sid) if scope.get("method") == "GET" else None
         if socket is None:
             return await super().handle_request(scope, receive, send)
         self._held_polls[socket] += 1
@@ -191,14 +200,27 @@ def _answer_poll(socket: Any) -> None:
     socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.NOOP))
 
 
-def _polled_socket(engine: Any, scope: Any) -> Any:
-    """The engine.io socket a polling GET of ``scope`` waits on, if it is one."""
-    if scope.get("type") != "http" or scope.get("method") != "GET":
+def _polling_sid(scope: Any) -> str | None:
+    """The engine.io session id of a polling request (GET or POST), if ``scope`` is one."""
+    if scope.get("type") != "http":
         return None
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    query: dict[str, list[str]] = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if query.get("transport") != ["polling"] or "sid" not in query:
         return None
-    return engine.sockets.get(query["sid"][0])
+    return query["sid"][0]
+
+
+_ENDED_SESSION = b"Session ended: the server is stopping"
+
+
+async def _refuse_ended_session(send: Any) -> None:
+    """Answer a request of an ended session as engine.io does an unknown one: 400."""
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(_ENDED_SESSION)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": _ENDED_SESSION})
 
 
 def create_socketio_server(

@@ -143,6 +143,8 @@ async def test_plain_uvicorn_stops_within_two_seconds_with_open_long_polls_and_s
     text = log.read_text()
     assert "joblib-app stopped" in text, text
     assert "Traceback" not in text and "CancelledError" not in text, text
+    # The polling session's next poll is refused without an ERROR: the stop ended it.
+    assert "ERROR" not in text, text
 
 
 async def test_polling_client_reconnects_across_a_plain_uvicorn_restart(tmp_path: Path) -> None:
@@ -185,3 +187,5 @@ async def test_polling_client_reconnects_across_a_plain_uvicorn_restart(tmp_path
         await client.disconnect()
         await http.close()
         server.stop()
+    text = (tmp_path / "server.log").read_text()
+    assert "ERROR" not in text and "Traceback" not in text, text
