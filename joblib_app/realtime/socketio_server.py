@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 import engineio
 import socketio
 from starlette.requests import HTTPConnection
+from starlette.responses import PlainTextResponse
 
 from joblib_app.context import AppContext
 from joblib_app.domain.errors import ProblemError
@@ -91,7 +92,8 @@ class JoblibSocketServer(socketio.AsyncServer):  # type: ignore[misc]
         """
         sid = _polling_sid(scope)
         if sid is not None and not self.accepting_sessions and sid not in self.eio.sockets:
-            await _refuse_ended_session(send)
+            # The same answer engine.io gives an unknown session.
+            await _ENDED_SESSION(scope, receive, send)
             return None
         socket = self.eio.sockets.get(sid) if scope.get("method") == "GET" else None
         if socket is None:
@@ -210,17 +212,7 @@ def _polling_sid(scope: Any) -> str | None:
     return query["sid"][0]
 
 
-_ENDED_SESSION = b"Session ended: the server is stopping"
-
-
-async def _refuse_ended_session(send: Any) -> None:
-    """Answer a request of an ended session as engine.io does an unknown one: 400."""
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(_ENDED_SESSION)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 400, "headers": headers})
-    await send({"type": "http.response.body", "body": _ENDED_SESSION})
+_ENDED_SESSION = PlainTextResponse("Session ended: the server is stopping", status_code=400)
 
 
 def create_socketio_server(
